@@ -1,0 +1,3 @@
+from cfe_cli.cli import main
+
+main()

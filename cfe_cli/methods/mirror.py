@@ -1,0 +1,304 @@
+"""Mirror-CFE: "Looking in the Mirror: A Faithful Counterfactual Explanation Method for
+Interpreting Deep Image Classification Models", Chowdhury et al., ICCV 2025, arXiv:2509.16822.
+
+Space edited: the classifier's own last feature map. The pairwise decision boundary of
+the linear head acts as a mirror; the source features are walked towards their mirror
+image and decoded by a learned decoder. Pure, batched tensor functions; decisions on the
+paper's unknowns are in docs/methods/mirror.md.
+
+Notation (name -> paper symbol):
+    f        (B, C, h, w)  last feature map f_s of the source x_s
+    z        (B, C)        GAP(f) = z_s
+    W, b     (K, C), (K,)  the linear head: logits l(z) = W z + b
+    w_m, b_m (B, C), (B,)  W_t − W_s, b_t − b_s: the pairwise mirror
+    margin   (B,)          m(z) = w_mᵀ z + b_m = l_t − l_s
+    f_r      (B, C, h, w)  reflected map (k = 1), optionally refined (§4 of the spec)
+    f_k      (B, C, h, w)  f_s + k (f_r − f_s), the point at step k ∈ [0, 1]
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+Tensor = torch.Tensor
+
+
+def pairwise_mirror(weight: Tensor, bias: Tensor, source: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
+    """The hyperplane l_t − l_s = 0 of each sample's (source, target) pair.
+
+    Args:
+        weight: head weight ``(K, C)``; bias: ``(K,)``.
+        source, target: class indices ``(B,)``.
+
+    Returns:
+        ``w_m (B, C)`` and ``b_m (B,)``.
+    """
+    return weight[target] - weight[source], bias[target] - bias[source]
+
+
+def margin(z: Tensor, w_m: Tensor, b_m: Tensor) -> Tensor:
+    """m(z) = w_mᵀ z + b_m, the target−source logit margin. ``(B, C) -> (B,)``."""
+    return (z * w_m).sum(-1) + b_m
+
+
+def reflect_vectors(z: Tensor, w_m: Tensor, b_m: Tensor, k: Tensor | float = 1.0) -> Tensor:
+    """P(z, k) = z − 2k · m(z) · w_m / ‖w_m‖²  (k = 0.5 on the boundary, 1 the mirror image).
+
+    Shape: ``z (B, C)``, ``k`` scalar or ``(B,)`` -> ``(B, C)``.
+    """
+    k = torch.as_tensor(k, dtype=z.dtype, device=z.device)
+    scale = 2 * k * margin(z, w_m, b_m) / w_m.pow(2).sum(-1).clamp_min(1e-12)  # (B,)
+    return z - scale.unsqueeze(-1) * w_m
+
+
+def reflect_map(f: Tensor, w_m: Tensor, b_m: Tensor) -> Tensor:
+    """Reflect every spatial column f[:, :, i, j] across the pairwise mirror.
+
+    The map is affine, so ``GAP(reflect_map(f)) == reflect_vectors(GAP(f))`` exactly.
+
+    Shape: ``f (B, C, h, w)`` -> ``(B, C, h, w)``.
+    """
+    m = torch.einsum("bchw,bc->bhw", f, w_m) + b_m.view(-1, 1, 1)  # (B, h, w) margin per location
+    scale = 2 * m / w_m.pow(2).sum(-1).clamp_min(1e-12).view(-1, 1, 1)  # (B, h, w)
+    return f - scale.unsqueeze(1) * w_m.view(*w_m.shape, 1, 1)
+
+
+def intended_logits(logits: Tensor, source: Tensor, target: Tensor) -> Tensor:
+    """l*: the source logits with entries s and t swapped, all others unchanged. ``(B, K)``."""
+    out = logits.clone()
+    rows = torch.arange(logits.shape[0], device=logits.device)
+    out[rows, source] = logits[rows, target]
+    out[rows, target] = logits[rows, source]
+    return out
+
+
+def refine_reflection(f_r: Tensor, weight: Tensor, bias: Tensor, goal: Tensor, *, mode: str = "exact",
+                      lbfgs_steps: int = 10) -> Tensor:
+    """Multi-class refinement: shift f_r so that the head's logits at GAP(f_r) equal ``goal``.
+
+    The loss ‖W·GAP(f_r) + b − l*‖² has the same gradient (1/hw)·Wᵀr at every location,
+    so any gradient method (the paper's L-BFGS) only adds a uniform channel shift δ that
+    stays in the row space of W. Its limit is the minimum-norm least-squares shift
+    δ = W⁺(l* − l(GAP(f_r))), which ``mode="exact"`` computes in closed form (one
+    pseudo-inverse of the K×C head, shared by the batch). ``mode="lbfgs"`` runs the
+    paper's optimiser (``LBFGS(lr=0.1)``, ``lbfgs_steps`` outer steps) instead.
+
+    Shape: ``f_r (B, C, h, w)``, ``goal (B, K)`` -> ``(B, C, h, w)``.
+    """
+    if mode == "none":
+        return f_r
+    z_r = f_r.mean(dim=(2, 3))  # (B, C)
+    if mode == "exact":
+        resid = goal - (z_r @ weight.T + bias)  # (B, K)
+        delta = resid @ torch.linalg.pinv(weight).T  # (B, C), min-norm solution of W δ = resid
+        return f_r + delta[:, :, None, None]
+    if mode != "lbfgs":
+        raise ValueError(f"unknown refinement mode '{mode}'")
+    delta = torch.zeros_like(z_r, requires_grad=True)
+    opt = torch.optim.LBFGS([delta], lr=0.1)
+
+    def closure() -> Tensor:
+        opt.zero_grad()
+        loss = ((z_r + delta) @ weight.T + bias - goal).pow(2).sum()
+        loss.backward()
+        return loss
+
+    with torch.enable_grad():
+        for _ in range(lbfgs_steps):
+            opt.step(closure)
+    return f_r + delta.detach()[:, :, None, None]
+
+
+def mirror_features(f: Tensor, weight: Tensor, bias: Tensor, source: Tensor, target: Tensor, *,
+                    refine: str = "exact") -> Tensor:
+    """The (refined) reflected map f_r of each sample's source features.
+
+    With K = 2 classes the refinement is skipped (the reflection already swaps the two
+    confidences exactly; only l_s + l_t would move).
+
+    Shape: ``f (B, C, h, w)``, ``source/target (B,)`` -> ``(B, C, h, w)``.
+    """
+    w_m, b_m = pairwise_mirror(weight, bias, source, target)
+    f_r = reflect_map(f, w_m, b_m)
+    if weight.shape[0] > 2 and refine != "none":
+        goal = intended_logits(f.mean(dim=(2, 3)) @ weight.T + bias, source, target)
+        f_r = refine_reflection(f_r, weight, bias, goal, mode=refine)
+    return f_r
+
+
+def interpolate(f: Tensor, f_r: Tensor, k: Tensor) -> Tensor:
+    """f_k = f + k (f_r − f).
+
+    Shape: ``f, f_r (B, C, h, w)`` with ``k (B,)`` -> ``(B, C, h, w)``; with ``k (T,)``
+    and ``B`` samples -> ``(B, T, C, h, w)`` (every k for every sample).
+    """
+    if k.ndim == 1 and k.shape[0] == f.shape[0]:
+        return f + k.view(-1, 1, 1, 1) * (f_r - f)
+    return f.unsqueeze(1) + k.view(1, -1, 1, 1, 1) * (f_r - f).unsqueeze(1)
+
+
+def spatial_prior_mask(f_k: Tensor, weight: Tensor, source: Tensor, target: Tensor, k: Tensor, *,
+                       rho_low: float = 0.1, rho_high: float = 0.5, size: tuple[int, int] | None = None) -> Tensor:
+    """Class-specific spatial prior (CSP): where the source or target class map is strong.
+
+    U = W ⊛ f_k (class activation maps), N = ReLU(U) / max_ij per class,
+    ρ(k) = clip(1 − k, ρ_l, ρ_u), M = 1[N_s > ρ] ∨ 1[N_t > ρ]; so the mask grows with k.
+
+    Shape: ``f_k (B, C, h, w)``, ``k (B,)`` -> ``(B, 1, h, w)`` float {0, 1}, or
+    nearest-resized to ``size``.
+    """
+    cam = torch.einsum("bchw,kc->bkhw", f_k, weight).relu()  # (B, K, h, w)
+    norm = cam / cam.amax(dim=(2, 3), keepdim=True).clamp_min(1e-8)
+    rows = torch.arange(f_k.shape[0], device=f_k.device)
+    rho = (1 - k).clamp(rho_low, rho_high).view(-1, 1, 1)  # (B, 1, 1)
+    mask = (norm[rows, source] > rho) | (norm[rows, target] > rho)  # (B, h, w)
+    mask = mask.unsqueeze(1).float()
+    if size is not None and tuple(mask.shape[-2:]) != tuple(size):
+        mask = F.interpolate(mask, size=size, mode="nearest")
+    return mask
+
+
+# ----------------------------------------------------------------------------- explainer
+
+
+def k_grid(frames: int = 100) -> Tensor:
+    """The paper's video grid k_i = i / (frames − 1), ``(frames,)``."""
+    return torch.linspace(0.0, 1.0, frames)
+
+
+class MirrorCFE:
+    """Mirror-CFE with a frozen classifier (the encoder) and a trained decoder.
+
+    Args:
+        classifier: a :class:`~cfe_cli.models.classifiers.GAPClassifier` (eval mode).
+        decoder: a :class:`~cfe_cli.models.generators.MirrorDecoder`.
+        refine: ``"exact"`` (closed-form multi-class refinement), ``"lbfgs"`` or ``"none"``.
+        grid: size of the k grid the 1st CFE is searched on (the videos' 100 by default).
+        coarse: number of evenly spaced grid points decoded first; the first hit is then
+            bisected on the fine grid (the boundary is crossed once along the path).
+
+    Example:
+        >>> m = MirrorCFE(clf, dec)                       # doctest: +SKIP
+        >>> out = m.explain(x, target=torch.tensor([3]))  # doctest: +SKIP
+    """
+
+    def __init__(self, classifier: torch.nn.Module, decoder: torch.nn.Module, *, refine: str = "exact",
+                 grid: int = 100, coarse: int = 10) -> None:
+        self.clf = classifier
+        self.dec = decoder
+        self.refine = refine
+        self.grid = grid
+        self.coarse = max(2, min(coarse, grid))
+
+    @property
+    def weight(self) -> Tensor:
+        return self.clf.head.weight
+
+    @property
+    def bias(self) -> Tensor:
+        return self.clf.head.bias
+
+    def probs(self, x: Tensor) -> Tensor:
+        return self.clf(x).softmax(1)
+
+    def intended(self, z: Tensor) -> Tensor:
+        """q(z): the head's softmax at a GAP vector ``(..., C) -> (..., K)``."""
+        return (z @ self.weight.T + self.bias).softmax(-1)
+
+    @torch.inference_mode()
+    def prepare(self, x: Tensor, target: Tensor | None = None) -> dict[str, Tensor]:
+        """Source features, prediction, target (default runner-up) and the reflected map.
+
+        Shape: ``x (B, C, H, W)``, ``target (B,)`` or None.
+        """
+        f_s = self.clf.features(x)
+        logits = self.clf.classify_features(f_s)
+        probs = logits.softmax(1)
+        source = logits.argmax(1)
+        if target is None:
+            target = logits.topk(2, dim=1).indices[:, 1]
+        target = target.to(x.device)
+        f_r = mirror_features(f_s, self.weight, self.bias, source, target, refine=self.refine)
+        return {"f_s": f_s, "f_r": f_r, "source": source, "target": target, "probs": probs}
+
+    def _decode_at(self, prep: dict[str, Tensor], idx: Tensor) -> tuple[Tensor, Tensor]:
+        """Decode each sample at its own grid index; return images and predicted probs."""
+        k = idx.to(prep["f_s"].dtype) / (self.grid - 1)
+        x_k = self.dec(interpolate(prep["f_s"], prep["f_r"], k))
+        return x_k, self.probs(x_k)
+
+    @torch.inference_mode()
+    def first_cfe(self, prep: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Find the smallest grid k whose decoded image the classifier assigns to the target.
+
+        Decodes ``coarse`` evenly spaced grid points for the whole batch in one pass, then
+        bisects each sample's first hit on the fine grid (batched, ~log2(grid/coarse)
+        rounds) instead of decoding all ``grid`` points.
+
+        Returns:
+            ``index (B,)`` long grid index of the 1st CFE (−1 where none), ``k (B,)``
+            (NaN where none), ``x_cf (B, C, H, W)`` (the reflection where none),
+            ``cf_probs (B, K)``, ``x_reflection``, ``reflection_probs``, ``decodes`` (B,) count.
+        """
+        f_s, f_r, target = prep["f_s"], prep["f_r"], prep["target"]
+        B = f_s.shape[0]
+        dev = f_s.device
+        coarse_idx = torch.linspace(0, self.grid - 1, self.coarse).round().long().to(dev)  # (G,)
+        G = coarse_idx.shape[0]
+        k = coarse_idx.to(f_s.dtype) / (self.grid - 1)
+        f_k = interpolate(f_s, f_r, k).flatten(0, 1)  # (B*G, C, h, w)
+        x_k = self.dec(f_k)
+        p_k = self.probs(x_k).view(B, G, -1)  # (B, G, K)
+        x_k = x_k.view(B, G, *x_k.shape[1:])
+        rows = torch.arange(B, device=dev)
+        hit = p_k.argmax(-1) == target[:, None]  # (B, G)
+        found = hit.any(1)
+        first = torch.where(found, hit.float().argmax(1), torch.full_like(target, G - 1))  # (B,) coarse position
+        # bisection on the fine grid between the last miss and the first hit
+        hi = coarse_idx[first]
+        lo = torch.where(first > 0, coarse_idx[(first - 1).clamp_min(0)], hi)
+        best_x, best_p = x_k[rows, first], p_k[rows, first]
+        decodes = torch.full((B,), G, device=dev)
+        while bool(((hi - lo > 1) & found).any()):
+            active = (hi - lo > 1) & found
+            mid = (lo + hi) // 2
+            xm, pm = self._decode_at(prep, mid)
+            decodes += active.long()
+            ok = (pm.argmax(1) == target) & active
+            hi = torch.where(ok, mid, hi)
+            lo = torch.where(active & ~ok, mid, lo)
+            best_x = torch.where(ok.view(-1, 1, 1, 1), xm, best_x)
+            best_p = torch.where(ok.view(-1, 1), pm, best_p)
+        index = torch.where(found, hi, torch.full_like(hi, -1))
+        k_cf = torch.where(found, hi.to(f_s.dtype) / (self.grid - 1), torch.full_like(hi, float("nan"), dtype=f_s.dtype))
+        return {"index": index, "k": k_cf, "found": found, "x_cf": best_x, "cf_probs": best_p,
+                "x_reflection": x_k[:, -1], "reflection_probs": p_k[:, -1], "decodes": decodes}
+
+    @torch.inference_mode()
+    def explain(self, x: Tensor, target: Tensor | None = None) -> dict[str, Tensor]:
+        """Prepare + 1st-CFE search for a batch ``x (B, C, H, W)``."""
+        prep = self.prepare(x, target)
+        out = self.first_cfe(prep)
+        return {**prep, **out}
+
+    @torch.inference_mode()
+    def sweep(self, prep: dict[str, Tensor], frames: int = 100, chunk: int = 512) -> dict[str, Tensor]:
+        """Decode every k of a ``frames``-point grid for every sample (for videos).
+
+        Returns:
+            ``ks (T,)``, ``x (B, T, C, H, W)``, ``predicted (B, T, K)`` classifier probs on
+            x_k, ``intended (B, T, K)`` softmax of the head at z_k.
+        """
+        f_s, f_r = prep["f_s"], prep["f_r"]
+        B = f_s.shape[0]
+        ks = k_grid(frames).to(f_s.device)
+        f_k = interpolate(f_s, f_r, ks).flatten(0, 1)  # (B*T, C, h, w)
+        xs, ps = [], []
+        for i in range(0, f_k.shape[0], chunk):
+            xi = self.dec(f_k[i:i + chunk])
+            xs.append(xi)
+            ps.append(self.probs(xi))
+        x = torch.cat(xs).view(B, frames, *xs[0].shape[1:])
+        intended = self.intended(f_k.mean(dim=(2, 3))).view(B, frames, -1)
+        return {"ks": ks, "x": x, "predicted": torch.cat(ps).view(B, frames, -1), "intended": intended}

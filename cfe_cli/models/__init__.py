@@ -1,0 +1,1 @@
+"""Models: classifiers (GAP + linear head), decoders/generators, safetensors weights."""

@@ -1,0 +1,202 @@
+"""Safetensors weights with their config in the metadata, and the model folders.
+
+A model is a folder ``<name>/`` holding ``classifier.safetensors`` and, beside it, the
+generators of the methods (``mirror.safetensors``, ``vae.safetensors``, …) and the
+independent ``oracle.safetensors``. Each file's metadata holds::
+
+    format  = "cfe"
+    kind    = "classifier" | "mirror" | ...
+    config  = JSON of the architecture dataclass (rebuilds the module)
+    info    = JSON: dataset, classes, measured metrics, training command, cfe_version, ...
+
+Nothing is ever unpickled: safetensors stores raw tensors only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+from torch import nn
+
+from cfe_cli.errors import WeightsError
+from cfe_cli.models.classifiers import ClassifierConfig, GAPClassifier
+
+GENERATOR_KINDS = ("mirror", "vae", "cvae")
+
+
+def save_module(path: str | os.PathLike[str], module: nn.Module, *, kind: str,
+                config: dict[str, Any], info: dict[str, Any]) -> Path:
+    """Write ``module``'s state dict to ``path`` (atomically) with config metadata."""
+    from cfe_cli import __version__
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
+    meta = {"format": "cfe", "kind": kind, "config": json.dumps(config),
+            "info": json.dumps({"cfe_version": __version__, **info})}
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(state, str(tmp), metadata=meta)
+    os.replace(tmp, path)
+    return path
+
+
+def read_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The parsed metadata of a cfe safetensors file: ``kind``, ``config``, ``info``."""
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"weights file not found: {path}")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as e:
+        raise WeightsError(f"not a readable safetensors file: {path} ({e})") from None
+    if meta.get("format") != "cfe":
+        raise WeightsError(f"{path} has no cfe metadata (config); was it written by cfe?")
+    try:
+        return {"kind": meta.get("kind", ""), "config": json.loads(meta["config"]),
+                "info": json.loads(meta.get("info", "{}"))}
+    except (KeyError, json.JSONDecodeError) as e:
+        raise WeightsError(f"corrupt metadata in {path}: {e}") from None
+
+
+def load_state(path: str | os.PathLike[str], module: nn.Module) -> nn.Module:
+    """Load tensors into ``module``; a shape or key mismatch is a clear WeightsError."""
+    from safetensors.torch import load_file
+
+    try:
+        state = load_file(str(path))
+    except (SafetensorError, OSError) as e:
+        raise WeightsError(f"cannot read {path}: {e}") from None
+    try:
+        module.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        first = str(e).splitlines()[0] if str(e) else "mismatch"
+        raise WeightsError(f"{path} does not match its architecture: {first}") from None
+    return module
+
+
+@dataclass
+class LoadedClassifier:
+    """A classifier with its metadata."""
+
+    model: GAPClassifier
+    config: ClassifierConfig
+    info: dict[str, Any]
+    path: Path
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.info["classes"])
+
+
+def load_classifier(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> LoadedClassifier:
+    """Rebuild a classifier from a ``*.safetensors`` written by :func:`save_module`."""
+    meta = read_metadata(path)
+    if meta["kind"] not in ("classifier", "oracle"):
+        raise WeightsError(f"{path} holds a '{meta['kind']}', not a classifier")
+    try:
+        config = ClassifierConfig.from_dict(meta["config"])
+        model = GAPClassifier(config)
+    except (TypeError, ValueError) as e:
+        raise WeightsError(f"bad classifier config in {path}: {e}") from None
+    load_state(path, model)
+    model.eval().requires_grad_(False).to(device)
+    return LoadedClassifier(model, config, meta["info"], Path(path))
+
+
+def weights_roots() -> list[Path]:
+    """Folders searched for ``--model NAME``: ``$CFE_WEIGHTS_DIR``, ./weights, the repo's weights/."""
+    roots = []
+    if os.environ.get("CFE_WEIGHTS_DIR"):
+        roots.append(Path(os.environ["CFE_WEIGHTS_DIR"]).expanduser())
+    roots.append(Path.cwd() / "weights")
+    roots.append(Path(__file__).resolve().parents[2] / "weights")
+    seen: list[Path] = []
+    for r in roots:
+        r = r.resolve()
+        if r not in seen:
+            seen.append(r)
+    return seen
+
+
+def resolve_model(name_or_path: str | os.PathLike[str]) -> Path:
+    """``--model NAME`` -> ``weights/NAME``; ``--model PATH`` -> that folder.
+
+    Raises:
+        WeightsError: no such model, listing the ones that exist.
+    """
+    p = Path(name_or_path).expanduser()
+    if p.is_dir() and (p / "classifier.safetensors").is_file():
+        return p
+    if p.is_file() and p.suffix == ".safetensors":
+        return p.parent
+    for root in weights_roots():
+        cand = root / str(name_or_path)
+        if (cand / "classifier.safetensors").is_file():
+            return cand
+    names = sorted({m.name for r in weights_roots() if r.is_dir() for m in r.iterdir()
+                    if (m / "classifier.safetensors").is_file()})
+    known = f"; known models: {', '.join(names)}" if names else ""
+    raise WeightsError(f"model '{name_or_path}' not found (no classifier.safetensors){known}")
+
+
+def describe_model(folder: Path) -> dict[str, Any]:
+    """One ``cfe models`` record for a model folder."""
+    meta = read_metadata(folder / "classifier.safetensors")
+    info, cfg = meta["info"], meta["config"]
+    gens = [k for k in GENERATOR_KINDS if (folder / f"{k}.safetensors").is_file()]
+    return {
+        "name": folder.name,
+        "path": str(folder),
+        "dataset": info.get("dataset"),
+        "classes": info.get("classes"),
+        "resolution": cfg.get("resolution"),
+        "channels": cfg.get("in_channels"),
+        "arch": cfg.get("arch"),
+        "test_accuracy": info.get("test_accuracy"),
+        "generators": gens,
+        "oracle": (folder / "oracle.safetensors").is_file(),
+    }
+
+
+def list_models() -> list[dict[str, Any]]:
+    """Every model folder found in :func:`weights_roots` (first root wins on name clashes)."""
+    found: dict[str, dict[str, Any]] = {}
+    for root in weights_roots():
+        if not root.is_dir():
+            continue
+        for folder in sorted(root.iterdir()):
+            if folder.name in found or not (folder / "classifier.safetensors").is_file():
+                continue
+            try:
+                found[folder.name] = describe_model(folder)
+            except WeightsError as e:
+                found[folder.name] = {"name": folder.name, "path": str(folder), "error": str(e)}
+    return list(found.values())
+
+
+def load_decoder(folder: str | os.PathLike[str], kind: str = "mirror",
+                 device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+    """Load a model folder's Mirror-CFE decoder (``mirror.safetensors``)."""
+    from cfe_cli.models.generators import DecoderConfig, MirrorDecoder
+
+    path = Path(folder) / f"{kind}.safetensors"
+    if not path.is_file():
+        raise WeightsError(f"model '{Path(folder).name}' has no {kind} generator ({path} missing); "
+                           f"train one with: cfe train-gen --model {Path(folder).name} --method {kind}")
+    meta = read_metadata(path)
+    if meta["kind"] != kind:
+        raise WeightsError(f"{path} holds a '{meta['kind']}', not a {kind} generator")
+    try:
+        dec = MirrorDecoder(DecoderConfig.from_dict(meta["config"]))
+    except (TypeError, ValueError) as e:
+        raise WeightsError(f"bad decoder config in {path}: {e}") from None
+    load_state(path, dec)
+    return dec.eval().requires_grad_(False).to(device), meta["info"]

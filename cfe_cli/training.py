@@ -1,0 +1,283 @@
+"""Training loops: classifiers (and, in later modules, generators).
+
+The library never prints: progress goes to an optional callback that receives a dict
+(``completed``, ``total``, ``epoch``, ``loss``, ``acc`` …); the CLI draws it with Rich.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from cfe_cli.data import Dataset
+from cfe_cli.models.classifiers import GAPClassifier, TrainResult
+
+Progress = Callable[[dict[str, float]], None]
+
+
+@dataclass(frozen=True)
+class ClassifierTrainConfig:
+    """Hyper-parameters of :func:`train_classifier` (stored with the weights)."""
+
+    epochs: int = 10
+    batch_size: int = 128
+    lr: float = 3e-3
+    weight_decay: float = 5e-4
+    label_smoothing: float = 0.0
+    augment: str = "shift"  # none | shift | shift-flip | flip-rot (microscopy) | face
+    seed: int = 0
+
+
+def augment_batch(x: torch.Tensor, kind: str, gen: torch.Generator | None = None) -> torch.Tensor:
+    """Batched random augmentation; one draw per sample, no per-sample loop.
+
+    Shape: ``(B, C, H, W) -> (B, C, H, W)``.
+    """
+    if kind == "none":
+        return x
+    b, _, h, w = x.shape
+    dev = x.device
+
+    def rand(*shape: int) -> torch.Tensor:
+        return torch.rand(*shape, generator=gen).to(dev)
+
+    if kind in ("shift-flip", "face"):
+        flip = rand(b) < 0.5
+        x = torch.where(flip.view(b, 1, 1, 1), x.flip(-1), x)
+    if kind == "flip-rot":
+        x = torch.where((rand(b) < 0.5).view(b, 1, 1, 1), x.flip(-1), x)
+        x = torch.where((rand(b) < 0.5).view(b, 1, 1, 1), x.flip(-2), x)
+        if h == w:
+            x = torch.where((rand(b) < 0.5).view(b, 1, 1, 1), x.transpose(-1, -2), x)
+    # Small random affine: translation up to 2/28 of the side, rotation up to 10°,
+    # scale 0.9–1.1 (digits, clothes, cells and faces all tolerate these).
+    max_t = 2.0 / 28.0 * 2.0  # in normalised [-1, 1] coordinates
+    ang = (rand(b) * 2 - 1) * math.radians(10 if kind != "face" else 5)
+    scale = 1 + (rand(b) * 2 - 1) * 0.1
+    tx, ty = (rand(b) * 2 - 1) * max_t, (rand(b) * 2 - 1) * max_t
+    cos, sin = torch.cos(ang) / scale, torch.sin(ang) / scale
+    theta = torch.stack([torch.stack([cos, -sin, tx], 1), torch.stack([sin, cos, ty], 1)], 1)  # (B, 2, 3)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    pad = "border" if kind in ("face", "flip-rot") else "zeros"
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode=pad, align_corners=False)
+
+
+@torch.inference_mode()
+def evaluate_accuracy(model: torch.nn.Module, data: Dataset, batch_size: int = 512,
+                      device: torch.device | str = "cpu") -> float:
+    """Top-1 accuracy of ``model`` on a dataset split."""
+    model.eval()
+    correct = 0
+    for i in range(0, len(data), batch_size):
+        x = data.images[i:i + batch_size].to(device)
+        y = data.labels[i:i + batch_size].to(device)
+        correct += int((model(x).argmax(1) == y).sum())
+    return correct / max(1, len(data))
+
+
+def train_classifier(model: GAPClassifier, train: Dataset, test: Dataset, cfg: ClassifierTrainConfig, *,
+                     device: torch.device | str = "cpu", progress: Progress | None = None,
+                     max_steps: int | None = None) -> TrainResult:
+    """Train ``model`` with AdamW + one-cycle LR and batched augmentation; report test accuracy.
+
+    Args:
+        model: a fresh :class:`GAPClassifier`.
+        train, test: dataset splits (images in [0, 1]).
+        cfg: hyper-parameters.
+        device: where to train.
+        progress: called after every step with a dict of counters and running metrics.
+        max_steps: stop early after this many steps (tests use it).
+    """
+    gen = torch.Generator().manual_seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    model.to(device).train()
+    n = len(train)
+    steps_per_epoch = math.ceil(n / cfg.batch_size)
+    total = steps_per_epoch * cfg.epochs if max_steps is None else min(max_steps, steps_per_epoch * cfg.epochs)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=max(total, 1), pct_start=0.15)
+    images, labels = train.images, train.labels
+    start = time.perf_counter()
+    step, run_loss, run_acc = 0, 0.0, 0.0
+    history: list[dict[str, float]] = []
+    for epoch in range(cfg.epochs):
+        perm = torch.randperm(n, generator=gen)
+        ep_loss, ep_correct, ep_seen = 0.0, 0, 0
+        for i in range(0, n, cfg.batch_size):
+            if step >= total:
+                break
+            idx = perm[i:i + cfg.batch_size]
+            x = augment_batch(images[idx].to(device), cfg.augment, gen)
+            y = labels[idx].to(device)
+            logits = model(x)
+            loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            step += 1
+            lv = float(loss.detach())
+            correct = int((logits.detach().argmax(1) == y).sum())
+            ep_loss += lv * len(idx)
+            ep_correct += correct
+            ep_seen += len(idx)
+            run_loss = lv if step == 1 else 0.95 * run_loss + 0.05 * lv
+            run_acc = correct / len(idx) if step == 1 else 0.95 * run_acc + 0.05 * correct / len(idx)
+            if progress is not None:
+                progress({"completed": step, "total": total, "epoch": epoch + 1, "loss": run_loss, "acc": run_acc})
+        if ep_seen:
+            history.append({"epoch": epoch + 1, "loss": ep_loss / ep_seen, "acc": ep_correct / ep_seen})
+        if step >= total:
+            break
+    test_acc = evaluate_accuracy(model, test, device=device)
+    model.eval()
+    return TrainResult(test_accuracy=test_acc, train_loss=history[-1]["loss"] if history else float("nan"),
+                       epochs=len(history), seconds=time.perf_counter() - start, history=history)
+
+
+# ----------------------------------------------------------------------------- Mirror-CFE decoder
+
+
+@dataclass(frozen=True)
+class MirrorTrainConfig:
+    """Hyper-parameters of the Mirror-CFE decoder (choices documented in docs/methods/mirror.md)."""
+
+    epochs: int = 20
+    batch_size: int = 64
+    lr: float = 2e-4  # Adam, betas (0.5, 0.999) as in the third-party re-implementation
+    lambda_cls: float = 1.0
+    lambda_adv: float = 0.1
+    lambda_rec: float = 10.0
+    lambda_fea: float = 0.1
+    lambda_tri: float = 1.0
+    alpha: float = 0.2  # triangulation slack
+    runner_up_share: float = 0.5  # share of targets drawn as the runner-up class (else uniform)
+    refine: str = "exact"
+    seed: int = 0
+
+
+def _class_sampler(labels: torch.Tensor, num_classes: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    order = torch.argsort(labels)
+    counts = torch.bincount(labels, minlength=num_classes)
+    offsets = torch.cumsum(counts, 0) - counts
+    return order, counts, offsets
+
+
+def triangulation_loss(x_s: torch.Tensor, x_k: torch.Tensor, x_ref: torch.Tensor, z_s: torch.Tensor,
+                       z_k: torch.Tensor, z_ref: torch.Tensor, alpha: float) -> torch.Tensor:
+    """L_tri: keep d(x_s,x_k) ≈ d(x_k,x_ref)/β with β = ‖z_k−z_ref‖/‖z_s−z_k‖, slack α.
+
+    Shape: images ``(B, C, H, W)``, features ``(B, D)`` -> ``(B,)``.
+    """
+    d_sk = (x_s - x_k).abs().mean(dim=(1, 2, 3))
+    d_kr = (x_k - x_ref).abs().mean(dim=(1, 2, 3))
+    beta = (z_k - z_ref).norm(dim=1) / (z_s - z_k).norm(dim=1).clamp_min(1e-3)
+    goal = d_kr / beta.clamp_min(1e-3)
+    return F.relu((1 - alpha) * goal - d_sk) + F.relu(d_sk - (1 + alpha) * goal)
+
+
+def train_mirror(classifier: torch.nn.Module, train: Dataset, cfg: MirrorTrainConfig, *,
+                 device: torch.device | str = "cpu", progress: Progress | None = None,
+                 max_steps: int | None = None) -> tuple[torch.nn.Module, list[dict[str, float]]]:
+    """Train the Mirror-CFE decoder G (and a PatchGAN discriminator) against a frozen classifier.
+
+    Per batch: source s = the classifier's prediction; target t = the runner-up (with
+    probability ``runner_up_share``) or a uniform other class; k ~ U[0, 1] per sample;
+    f_k on the refined reflection path; x_k = G(f_k), x̂ = G(f_s). Losses (spec §6):
+    L_cls = KL(q(z_k) ‖ q(F(x_k))), L_adv (non-saturating GAN on x_k and x̂),
+    L_rec = |x − x̂|₁, L_fea = ‖z_k − GAP(F(x_k))‖₂, L_tri (CFE branch: a real image of
+    class t; SFE branch: another image of class s).
+
+    Returns:
+        the decoder (eval mode, on CPU) and the per-epoch mean of every loss term.
+    """
+    from cfe_cli.methods import mirror
+    from cfe_cli.models.generators import DecoderConfig, MirrorDecoder, PatchDiscriminator
+
+    gen = torch.Generator().manual_seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    clf = classifier.to(device).eval().requires_grad_(False)
+    with torch.no_grad():
+        f0 = clf.features(train.images[:2].to(device))
+    dcfg = DecoderConfig(feat_channels=f0.shape[1], feat_size=f0.shape[-1], out_channels=train.channels,
+                         resolution=train.resolution)
+    G = MirrorDecoder(dcfg).to(device).train()
+    D = PatchDiscriminator(train.channels, train.resolution).to(device).train()
+    opt_g = torch.optim.Adam(G.parameters(), lr=cfg.lr, betas=(0.5, 0.999))
+    opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr, betas=(0.5, 0.999))
+    W, b = clf.head.weight, clf.head.bias
+    K = W.shape[0]
+    order, counts, offsets = _class_sampler(train.labels, K)
+    n = len(train)
+    steps_per_epoch = n // cfg.batch_size
+    total = steps_per_epoch * cfg.epochs if max_steps is None else min(max_steps, steps_per_epoch * cfg.epochs)
+    history: list[dict[str, float]] = []
+    step = 0
+    keys = ("cls", "adv", "rec", "fea", "tri", "d")
+    for epoch in range(cfg.epochs):
+        perm = torch.randperm(n, generator=gen)
+        sums = dict.fromkeys(keys, 0.0)
+        seen = 0
+        for i in range(0, steps_per_epoch * cfg.batch_size, cfg.batch_size):
+            if step >= total:
+                break
+            x = train.images[perm[i:i + cfg.batch_size]].to(device)
+            B = x.shape[0]
+            with torch.no_grad():
+                f_s = clf.features(x)
+                z_s = f_s.mean(dim=(2, 3))
+                logits = z_s @ W.T + b
+                source = logits.argmax(1)
+                runner_up = logits.topk(2, dim=1).indices[:, 1]
+                other = (source + 1 + torch.randint(0, K - 1, (B,), generator=gen).to(device)) % K
+                use_ru = (torch.rand(B, generator=gen) < cfg.runner_up_share).to(device)
+                target = torch.where(use_ru, runner_up, other)
+                f_r = mirror.mirror_features(f_s, W, b, source, target, refine=cfg.refine)
+                k = torch.rand(B, generator=gen).to(device)
+                f_k = mirror.interpolate(f_s, f_r, k)
+                z_k = f_k.mean(dim=(2, 3))
+                q_k = (z_k @ W.T + b).softmax(1)
+                # reference images: class t for the CFE branch (k ≥ 0.5), class s otherwise
+                ref_cls = torch.where(k >= 0.5, target, source).cpu()
+                pick = offsets[ref_cls] + (torch.rand(B, generator=gen) * counts[ref_cls]).long()
+                x_ref = train.images[order[pick]].to(device)
+                z_ref = clf.features(x_ref).mean(dim=(2, 3))
+            out = G(torch.cat([f_k, f_s]))  # one decoder pass for both
+            x_k, x_rec = out[:B], out[B:]
+            f_hat = clf.features(x_k)
+            z_hat = f_hat.mean(dim=(2, 3))
+            log_p = F.log_softmax(z_hat @ W.T + b, dim=1)
+            l_cls = F.kl_div(log_p, q_k, reduction="batchmean")
+            l_fea = (z_k - z_hat).norm(dim=1).mean()
+            l_rec = (x - x_rec).abs().mean()
+            l_tri = triangulation_loss(x, x_k, x_ref, z_s, z_k, z_ref, cfg.alpha).mean()
+            l_adv = F.softplus(-D(out)).mean()
+            loss = (cfg.lambda_cls * l_cls + cfg.lambda_adv * l_adv + cfg.lambda_rec * l_rec
+                    + cfg.lambda_fea * l_fea + cfg.lambda_tri * l_tri)
+            opt_g.zero_grad(set_to_none=True)
+            loss.backward()
+            opt_g.step()
+            # discriminator: real x vs decoded x_k and reconstructions
+            d_loss = F.softplus(-D(x)).mean() + F.softplus(D(out.detach())).mean()
+            opt_d.zero_grad(set_to_none=True)
+            d_loss.backward()
+            opt_d.step()
+            step += 1
+            vals = {"cls": float(l_cls), "adv": float(l_adv), "rec": float(l_rec), "fea": float(l_fea),
+                    "tri": float(l_tri), "d": float(d_loss)}
+            for key in keys:
+                sums[key] += vals[key] * B
+            seen += B
+            if progress is not None:
+                progress({"completed": step, "total": total, "epoch": epoch + 1, **vals})
+        if seen:
+            history.append({"epoch": epoch + 1, **{key: sums[key] / seen for key in keys}})
+        if step >= total:
+            break
+    G.eval().cpu()
+    return G, history
