@@ -180,7 +180,7 @@ def train_gen(
     test = load_dataset(dataset, "test", root=data_dir, size=loaded.config.resolution)
     loaded.model.cpu()
     m = MirrorCFE(loaded.model, dec)
-    x = test.images[:500]
+    x = test.images[:200]
     out = m.explain(x)
     valid = float(out["found"].float().mean())
     refl = float((out["reflection_probs"].argmax(1) == out["target"]).float().mean())

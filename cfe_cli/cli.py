@@ -175,25 +175,117 @@ def _pending(name: str, issue: str) -> None:
     raise NotImplementedYet(f"'cfe {name}' is not implemented yet ({issue})")
 
 
-@app.command("train-gen", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+Model = Annotated[str, typer.Option("--model", help="Model name (weights/NAME) or folder.")]
+
+
+@app.command("train-gen")
 @handle_errors
-def train_gen() -> None:
-    """Train a generator (Mirror-CFE decoder, VAE) against a frozen classifier."""
-    _pending("train-gen", "Mirror-CFE and latent-methods issues")
+def train_gen(
+    model: Model,
+    method: Annotated[str, typer.Option("--method", help="Generator to train: mirror (Mirror-CFE decoder).")] = "mirror",
+    epochs: Annotated[int | None, typer.Option("--epochs", help="Epochs (default 20).")] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size")] = 64,
+    lr: Annotated[float, typer.Option("--lr")] = 2e-4,
+    max_steps: Annotated[int | None, typer.Option("--max-steps", help="Stop after this many steps (quick runs).")] = None,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    device: Device = "auto",
+    data_dir: DataDir = None,
+) -> None:
+    """Train a generator against a model's frozen classifier (writes weights/NAME/<method>.safetensors)."""
+    from cfe_cli import api
+
+    fields = ("epoch", "cls", "adv", "rec", "fea", "tri", "d")
+    with progress_bar(f"train-gen {method}", fields) as update:
+        r = api.train_gen(model, method=method, epochs=epochs, batch_size=batch_size, lr=lr, device=device,
+                          data_dir=data_dir, seed=seed, max_steps=max_steps, command=command_line(), progress=update)
+    console.print(f"[green]{method} decoder[/] -> {r['path']} ({r['seconds']:.0f} s); check on {r['n']} test images "
+                  f"(runner-up target): validity {r['validity']:.3f}, reflection validity "
+                  f"{r['reflection_validity']:.3f}, reconstruction L1 {r['reconstruction_l1']:.4f}")
 
 
-@app.command("explain", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+Inputs = Annotated[list[str], typer.Argument(help="Image files, folders (recursive) or DATASET:SPLIT:INDEX.")]
+Target = Annotated[str | None, typer.Option("--target", help="Target class name or index (default: runner-up).")]
+Method = Annotated[str, typer.Option("--method", help="Counterfactual method: mirror.")]
+Out = Annotated[Path, typer.Option("--out", help="Output folder.")]
+Label = Annotated[str | None, typer.Option("--label", help="Ground-truth class of file inputs.")]
+Batch = Annotated[int, typer.Option("--batch-size", help="Inputs per batch.")]
+Strict = Annotated[bool, typer.Option("--strict", help="Refuse images of another size instead of resizing.")]
+
+
+def _report(r: dict[str, Any], what: str) -> None:
+    for w in r["warnings"]:
+        err_console.print(f"[yellow]warning:[/] {w}", highlight=False)
+    if r["results"]:
+        t = Table(title=what)
+        for col in ("name", "source", "target", "1st CFE k", "CF pred", "reflection", "valid", "L1"):
+            t.add_column(col)
+        for rec in r["results"][:50]:
+            k = "-" if rec["first_cfe_k"] is None else f"{rec['first_cfe_k']:.2f}"
+            cf = "-" if rec["cf_pred"] is None else f"{rec['cf_pred']} ({rec['cf_conf']:.2f})"
+            t.add_row(rec["name"], f"{rec['source_pred']} ({rec['source_conf']:.2f})", rec["target"], k, cf,
+                      f"{rec['reflection_pred']} ({rec['reflection_conf']:.2f})",
+                      "[green]yes[/]" if rec["valid"] else "[red]no[/]", "-" if rec["l1"] is None else f"{rec['l1']:.3f}")
+        if len(r["results"]) > 50:
+            t.caption = f"first 50 of {len(r['results'])} rows; all in metrics.json"
+        console.print(t)
+    for f in r["failures"]:
+        err_console.print(f"[red]failed:[/] {f['input']}: {f['error']}", highlight=False, soft_wrap=True)
+    n_ok = sum(1 for rec in r["results"] if rec["valid"])
+    console.print(f"{len(r['results'])} explained, {n_ok} valid, {len(r['failures'])} failed -> {r['metrics_path']}")
+    if r["failures"]:
+        raise typer.Exit(1)
+
+
+@app.command("explain")
 @handle_errors
-def explain() -> None:
-    """Explain images with counterfactuals."""
-    _pending("explain", "Mirror-CFE issue")
+def explain(
+    inputs: Inputs,
+    model: Model,
+    target: Target = None,
+    method: Method = "mirror",
+    out: Out = Path("out"),
+    batch_size: Batch = 64,
+    label: Label = None,
+    video: Annotated[bool, typer.Option("--video", help="Also write the MP4 morph video of each input.")] = False,
+    strict: Strict = False,
+    device: Device = "auto",
+    data_dir: DataDir = None,
+) -> None:
+    """Explain images with counterfactuals: panel PNG, 1st CFE, reflection and metrics.json."""
+    from cfe_cli import api
+
+    with progress_bar("explain", ()) as update:
+        r = api.explain(inputs, model=model, target=target, method=method, out=out, batch_size=batch_size,
+                        device=device, label=label, data_dir=data_dir, video=video, strict=strict,
+                        command=command_line(), progress=update)
+    _report(r, "counterfactuals")
 
 
-@app.command("animate", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+@app.command("animate")
 @handle_errors
-def animate() -> None:
-    """Render MP4 morph videos of counterfactuals."""
-    _pending("animate", "Mirror-CFE issue")
+def animate(
+    inputs: Inputs,
+    model: Model,
+    target: Target = None,
+    method: Method = "mirror",
+    frames: Annotated[int, typer.Option("--frames", help="Frames along the path (k = i/(frames-1)).")] = 100,
+    fps: Annotated[int, typer.Option("--fps")] = 10,
+    size: Annotated[int, typer.Option("--size", help="Video width and height in pixels.")] = 800,
+    out: Out = Path("out"),
+    batch_size: Batch = 16,
+    label: Label = None,
+    strict: Strict = False,
+    device: Device = "auto",
+    data_dir: DataDir = None,
+) -> None:
+    """Render the MP4 morph video (H.264, yuv420p) of each input's counterfactual path."""
+    from cfe_cli import api
+
+    with progress_bar("animate", ()) as update:
+        r = api.explain(inputs, model=model, target=target, method=method, out=out, batch_size=batch_size,
+                        device=device, label=label, data_dir=data_dir, images=False, video=True, frames=frames,
+                        fps=fps, size=size, strict=strict, command=command_line(), progress=update)
+    _report(r, "videos")
 
 
 @app.command("evaluate", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})

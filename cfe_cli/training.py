@@ -268,8 +268,8 @@ def train_mirror(classifier: torch.nn.Module, train: Dataset, cfg: MirrorTrainCo
             d_loss.backward()
             opt_d.step()
             step += 1
-            vals = {"cls": float(l_cls), "adv": float(l_adv), "rec": float(l_rec), "fea": float(l_fea),
-                    "tri": float(l_tri), "d": float(d_loss)}
+            vals = {name: float(v.detach()) for name, v in
+                    (("cls", l_cls), ("adv", l_adv), ("rec", l_rec), ("fea", l_fea), ("tri", l_tri), ("d", d_loss))}
             for key in keys:
                 sums[key] += vals[key] * B
             seen += B

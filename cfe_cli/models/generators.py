@@ -23,7 +23,7 @@ class DecoderConfig:
     feat_size: int = 7
     out_channels: int = 1
     resolution: int = 28
-    width: int = 128
+    width: int = 64
     min_width: int = 32
 
     def to_dict(self) -> dict[str, int]:

@@ -1,0 +1,110 @@
+"""End to end on CPU: train-gen on a tiny model, explain and animate through the CLI."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from cfe_cli import api
+from cfe_cli.cli import app
+from cfe_cli.models.weights import weights_roots
+from cfe_cli.render import read_video_frames
+from tests.conftest import need
+
+runner = CliRunner()
+REQUIRED = ("input", "name", "cf_path", "reflection_path", "source_pred", "source_conf", "gt", "target",
+            "first_cfe_k", "cf_pred", "cf_conf", "reflection_pred", "reflection_conf", "valid", "l1", "seconds")
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> Path:
+    root = need("mnist")
+    folder = tmp_path_factory.mktemp("tiny")
+    api.train_clf("mnist", out=folder, epochs=1, batch_size=64, max_steps=40, data_dir=root, device="cpu")
+    r = api.train_gen(folder, epochs=1, batch_size=32, max_steps=3, data_dir=root, device="cpu")
+    assert Path(r["path"]).is_file()
+    return folder
+
+
+def test_tiny_explain_and_animate(tiny_model, tmp_path):
+    root = need("mnist")
+    out = tmp_path / "out"
+    r = runner.invoke(app, ["explain", "mnist:test:12", "mnist:test:3", "--model", str(tiny_model), "--target", "3",
+                            "--out", str(out), "--data-dir", str(root), "--device", "cpu"])
+    doc = json.loads((out / "metrics.json").read_text())
+    assert doc["method"] == "mirror" and doc["command"].startswith("cfe ")
+    recs = doc["results"] + doc["failures"]
+    assert len(recs) == 2
+    for rec in doc["results"]:
+        for key in REQUIRED:
+            assert key in rec
+        assert rec["name"].startswith(("no12_", "no3_")) and rec["name"].endswith(("_correct", "_error"))
+        assert f"(GT_{rec['gt']})_to_3_" in rec["name"]
+        assert (out / f"{rec['name']}.png").is_file() and (out / f"{rec['name']}_reflection.png").is_file()
+    assert r.exit_code == (1 if doc["failures"] else 0)
+    r = runner.invoke(app, ["animate", "mnist:test:5", "--model", str(tiny_model), "--frames", "12", "--size", "320",
+                            "--out", str(out / "v"), "--data-dir", str(root), "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    vids = list((out / "v").glob("*.mp4"))
+    assert len(vids) == 1
+    n, (w, h), fps = read_video_frames(vids[0])
+    assert (n, w, h, fps) == (12, 320, 320, 10)
+    assert not list(out.rglob("*.tmp"))
+
+
+def test_file_input_without_gt_and_bad_inputs(tiny_model, tmp_path):
+    from cfe_cli.render import save_png
+    from cfe_cli.data import load_dataset
+
+    ds = load_dataset("mnist", "test", root=need("mnist"))
+    img = save_png(ds.images[7], tmp_path / "digit.png")
+    (tmp_path / "broken.png").write_bytes(b"garbage")
+    out = tmp_path / "o"
+    r = runner.invoke(app, ["explain", str(img), str(tmp_path / "broken.png"), "--model", str(tiny_model),
+                            "--out", str(out), "--device", "cpu"])
+    assert r.exit_code == 1  # one input failed
+    doc = json.loads((out / "metrics.json").read_text())
+    assert len(doc["results"]) == 1 and len(doc["failures"]) == 1
+    name = doc["results"][0]["name"]
+    assert name.startswith("digit_") and "(GT_" not in name and not name.endswith(("_correct", "_error"))
+    assert "not an image" in doc["failures"][0]["error"]
+    r = runner.invoke(app, ["explain", str(img), "--model", str(tiny_model), "--target", "seven", "--out", str(out)])
+    assert r.exit_code == 1 and "unknown target class 'seven'" in r.stderr
+    r = runner.invoke(app, ["explain", str(img), "--model", "no-such-model", "--out", str(out)])
+    assert r.exit_code == 1 and "not found" in r.stderr
+
+
+def _shipped(name: str) -> Path | None:
+    for root in weights_roots():
+        if (root / name / "mirror.safetensors").is_file():
+            return root / name
+    return None
+
+
+def test_shipped_mnist_flips_prediction(tmp_path):
+    """The shipped MNIST decoder moves the classifier to the target on the seeds' pairs."""
+    folder = _shipped("mnist")
+    if folder is None:
+        pytest.skip("no shipped weights/mnist/mirror.safetensors")
+    root = need("mnist")
+    from cfe_cli.data import load_dataset
+
+    ds = load_dataset("mnist", "test", root=root)
+    refs, targets = [], []
+    for s, t in ((8, 3), (3, 8), (9, 4), (4, 9), (6, 5), (5, 6)):
+        idx = (ds.labels == s).nonzero()[:4, 0].tolist()
+        refs += [f"mnist:test:{i}" for i in idx]
+        targets += [t] * len(idx)
+    out = tmp_path / "o"
+    for t in sorted(set(targets)):
+        group = [r for r, tt in zip(refs, targets, strict=True) if tt == t]
+        res = api.explain(group, model=folder, target=str(t), out=out, data_dir=root, device="cpu")
+        for rec in res["results"]:
+            assert rec["valid"] and rec["cf_pred"] == str(t)
+            assert 0.0 < rec["first_cfe_k"] <= 1.0
+    assert torch.get_num_threads() >= 1

@@ -1,0 +1,103 @@
+"""Mirror-CFE geometry identities and a tiny end-to-end CPU run."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from cfe_cli.methods import mirror
+
+torch.manual_seed(0)
+
+
+def _head(K=10, C=16):
+    g = torch.Generator().manual_seed(1)
+    return torch.randn(K, C, generator=g), torch.randn(K, generator=g)
+
+
+def test_margin_scales_by_one_minus_two_k():
+    W, b = _head()
+    z = torch.randn(32, 16)
+    s, t = torch.randint(0, 10, (32,)), torch.randint(0, 10, (32,))
+    t = torch.where(t == s, (t + 1) % 10, t)
+    w_m, b_m = mirror.pairwise_mirror(W, b, s, t)
+    m0 = mirror.margin(z, w_m, b_m)
+    for k in (0.0, 0.25, 0.5, 0.8, 1.0):
+        zk = mirror.reflect_vectors(z, w_m, b_m, k)
+        torch.testing.assert_close(mirror.margin(zk, w_m, b_m), (1 - 2 * k) * m0, atol=1e-4, rtol=1e-5)
+    # the logit margin of GAP(f_k) on the per-location path obeys the same law
+    f = torch.randn(32, 16, 5, 5)
+    f_r = mirror.reflect_map(f, w_m, b_m)
+    torch.testing.assert_close(f_r.mean(dim=(2, 3)), mirror.reflect_vectors(f.mean(dim=(2, 3)), w_m, b_m, 1.0),
+                               atol=1e-5, rtol=1e-5)
+    ks = torch.linspace(0, 1, 7)
+    fk = mirror.interpolate(f, f_r, ks)  # (B, T, C, h, w)
+    logits = fk.mean(dim=(3, 4)) @ W.T + b  # (B, T, K)
+    rows = torch.arange(32)
+    got = logits[rows, :, t] - logits[rows, :, s]  # (B, T)
+    m_src = (f.mean(dim=(2, 3)) @ W.T + b)
+    m_src = m_src[rows, t] - m_src[rows, s]
+    torch.testing.assert_close(got, (1 - 2 * ks)[None] * m_src[:, None], atol=1e-4, rtol=1e-4)
+
+
+def test_k_zero_returns_source_exactly():
+    W, b = _head()
+    f = torch.randn(4, 16, 3, 3)
+    s, t = torch.tensor([0, 1, 2, 3]), torch.tensor([5, 6, 7, 8])
+    f_r = mirror.mirror_features(f, W, b, s, t)
+    assert torch.equal(mirror.interpolate(f, f_r, torch.zeros(4)), f)
+    assert torch.equal(mirror.interpolate(f, f_r, torch.zeros(3))[:, 0], f)
+
+
+def test_binary_reflection_swaps_confidences():
+    W, b = _head(K=2)
+    f = torch.randn(8, 16, 4, 4)
+    s = (f.mean(dim=(2, 3)) @ W.T + b).argmax(1)
+    t = 1 - s
+    f_r = mirror.mirror_features(f, W, b, s, t)
+    q_s = (f.mean(dim=(2, 3)) @ W.T + b).softmax(1)
+    q_r = (f_r.mean(dim=(2, 3)) @ W.T + b).softmax(1)
+    torch.testing.assert_close(q_r, q_s.flip(1), atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("mode", ["exact", "lbfgs"])
+def test_multiclass_refinement_hits_intended_logits(mode):
+    W, b = _head(K=10, C=32)
+    f = torch.randn(6, 32, 4, 4)
+    z = f.mean(dim=(2, 3))
+    logits = z @ W.T + b
+    s = logits.argmax(1)
+    t = logits.topk(2, 1).indices[:, 1]
+    goal = mirror.intended_logits(logits, s, t)
+    w_m, b_m = mirror.pairwise_mirror(W, b, s, t)
+    f_r = mirror.refine_reflection(mirror.reflect_map(f, w_m, b_m), W, b, goal, mode=mode)
+    got = f_r.mean(dim=(2, 3)) @ W.T + b
+    torch.testing.assert_close(got, goal, atol=2e-3, rtol=1e-3)
+    q, qr = logits.softmax(1), got.softmax(1)
+    rows = torch.arange(6)
+    torch.testing.assert_close(qr[rows, t], q[rows, s], atol=1e-3, rtol=1e-3)
+
+
+def test_exact_refinement_matches_lbfgs():
+    W, b = _head(K=10, C=32)
+    f = torch.randn(4, 32, 2, 2)
+    logits = f.mean(dim=(2, 3)) @ W.T + b
+    s, t = logits.argmax(1), logits.topk(2, 1).indices[:, 1]
+    goal = mirror.intended_logits(logits, s, t)
+    w_m, b_m = mirror.pairwise_mirror(W, b, s, t)
+    f_r = mirror.reflect_map(f, w_m, b_m)
+    a = mirror.refine_reflection(f_r, W, b, goal, mode="exact")
+    c = mirror.refine_reflection(f_r, W, b, goal, mode="lbfgs")
+    torch.testing.assert_close(a, c, atol=1e-2, rtol=1e-2)
+
+
+def test_spatial_prior_mask_grows_with_k():
+    W, b = _head(K=3, C=8)
+    f = torch.rand(2, 8, 6, 6)
+    s, t = torch.tensor([0, 1]), torch.tensor([2, 2])
+    areas = [float(mirror.spatial_prior_mask(f, W, s, t, torch.full((2,), k)).sum()) for k in (0.0, 0.6, 0.9)]
+    assert areas[0] <= areas[1] <= areas[2]
+    m = mirror.spatial_prior_mask(f, W, s, t, torch.full((2,), 0.5), size=(24, 24))
+    assert m.shape == (2, 1, 24, 24) and set(m.unique().tolist()) <= {0.0, 1.0}
