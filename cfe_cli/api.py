@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import platform
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -145,8 +146,8 @@ def train_gen(
     *,
     method: str = "mirror",
     epochs: int | None = None,
-    batch_size: int = 64,
-    lr: float = 2e-4,
+    batch_size: int | None = None,
+    lr: float | None = None,
     device: str = "auto",
     data_dir: str | os.PathLike[str] | None = None,
     seed: int = 0,
@@ -156,23 +157,28 @@ def train_gen(
 ) -> dict[str, Any]:
     """Train a generator for a model folder against its frozen classifier.
 
-    ``method="mirror"`` writes ``<model>/mirror.safetensors`` (the Mirror-CFE decoder).
+    ``method="mirror"`` writes ``<model>/mirror.safetensors`` (the Mirror-CFE decoder);
+    ``method="vae"`` writes ``<model>/vae.safetensors`` (conv VAE for the latent methods)
+    and ``<model>/probes.safetensors`` (attribution probes on its latent codes).
     The training data is the classifier's own dataset (from its metadata).
     """
     from cfe_cli.methods.mirror import MirrorCFE
     from cfe_cli.training import MirrorTrainConfig, train_mirror
 
-    if method != "mirror":
-        raise InputError(f"unknown generator method '{method}'; available: mirror")
+    if method not in ("mirror", "vae"):
+        raise InputError(f"unknown generator method '{method}'; available: mirror, vae")
     dev = resolve_device(device)
     folder = resolve_model(model)
     loaded = load_classifier(folder / "classifier.safetensors", dev)
     dataset = loaded.info.get("dataset")
     if not dataset:
         raise InputError(f"{folder} does not name its dataset; cannot pick training data")
+    if method == "vae":
+        return _train_vae(folder, loaded, dataset, epochs=epochs, batch_size=batch_size, device=dev,
+                          data_dir=data_dir, seed=seed, max_steps=max_steps, command=command, progress=progress)
     seed_everything(seed)
     train = load_dataset(dataset, "train", root=data_dir, size=loaded.config.resolution)
-    cfg = MirrorTrainConfig(epochs=epochs or 20, batch_size=batch_size, lr=lr, seed=seed)
+    cfg = MirrorTrainConfig(epochs=epochs or 20, batch_size=batch_size or 64, lr=lr or 2e-4, seed=seed)
     start = time.perf_counter()
     dec, history = train_mirror(loaded.model, train, cfg, device=dev, progress=progress, max_steps=max_steps)
     seconds = time.perf_counter() - start
@@ -218,6 +224,128 @@ def _out_dir(out: str | os.PathLike[str]) -> Path:
     return d
 
 
+@dataclass
+class _Batch:
+    """What one method returns for a batch, in the shared output contract."""
+
+    x_cf: torch.Tensor  # (B, C, H, W) 1st CFE / counterfactual (last iterate where none)
+    found: torch.Tensor  # (B,) bool
+    cf_probs: torch.Tensor  # (B, K)
+    third: torch.Tensor  # (B, C, H, W) reflection (mirror) / reconstruction / perturbation
+    third_probs: torch.Tensor  # (B, K)
+    extra: list[dict[str, Any]]  # per-sample method-specific fields
+    video: dict[str, Any] | None = None  # ks (T,), x (B,T,C,H,W), predicted/intended (B,T,K) or None
+
+
+class Explainer:
+    """Runs one method on batches of images; shared by ``explain``, ``animate`` and ``evaluate``.
+
+    Args:
+        model: model name or folder; method: one of ``cfe_cli.methods.METHODS``;
+        options: method config overrides (``lr``, ``max_steps``, ``lam``, ``eps`` …);
+        threshold: target probability the optimisation methods stop at.
+    """
+
+    def __init__(self, model: str | os.PathLike[str], method: str = "mirror", *, device: str = "auto",
+                 threshold: float = 0.75, seed: int = 0, **options: Any) -> None:
+        from cfe_cli.methods import LATENT, METHODS
+
+        if method not in METHODS:
+            raise InputError(f"unknown method '{method}'; available: {', '.join(METHODS)}")
+        self.method = method
+        self.device = resolve_device(device)
+        self.folder = resolve_model(model)
+        self.clf = load_classifier(self.folder / "classifier.safetensors", self.device)
+        self.classes = self.clf.classes
+        self.threshold = threshold
+        self.seed = seed
+        self.options = options
+        self.generator: torch.nn.Module | None = None
+        self.probes = None
+        if method == "mirror":
+            from cfe_cli.methods.mirror import MirrorCFE
+            from cfe_cli.models.weights import load_decoder
+
+            dec, _ = load_decoder(self.folder, "mirror", self.device)
+            self.mirror = MirrorCFE(self.clf.model, dec)
+        elif method in LATENT:
+            from cfe_cli.models.weights import load_probes, load_vae
+
+            self.generator, _ = load_vae(self.folder, self.device)
+            self.probes = load_probes(self.folder)
+
+    def run(self, x: torch.Tensor, target: torch.Tensor | None, *, video_frames: int = 0) -> tuple[dict, _Batch]:
+        """Explain a batch ``x (B, C, H, W)`` on the explainer's device."""
+        if self.method == "mirror":
+            return self._mirror(x, target, video_frames)
+        return self._engine(x, target, video_frames)
+
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():
+            return self.clf.model(x).softmax(1)
+
+    def _mirror(self, x: torch.Tensor, target: torch.Tensor | None, frames: int) -> tuple[dict, _Batch]:
+        m = self.mirror
+        prep = m.prepare(x, target)
+        res = m.first_cfe(prep)
+        extra = [{"first_cfe_k": round(float(k), 5) if bool(f) else None, "decodes": int(d)}
+                 for k, f, d in zip(res["k"].tolist(), res["found"].tolist(), res["decodes"].tolist(), strict=True)]
+        video = None
+        if frames:
+            sw = m.sweep(prep, frames)
+            video = {"ks": sw["ks"], "x": sw["x"], "predicted": sw["predicted"], "intended": sw["intended"],
+                     "x_label": "step, k"}
+        return prep, _Batch(res["x_cf"], res["found"], res["cf_probs"], res["x_reflection"],
+                            res["reflection_probs"], extra, video)
+
+    def _engine(self, x: torch.Tensor, target: torch.Tensor | None, frames: int) -> tuple[dict, _Batch]:
+        from cfe_cli import engine
+        from cfe_cli.methods import make_objective
+
+        probs = self.predict(x)
+        source = probs.argmax(1)
+        if target is None:
+            target = probs.topk(2, dim=1).indices[:, 1]
+        target = target.to(x.device)
+        prep = {"source": source, "target": target, "probs": probs}
+        objective = make_objective(self.method, self.generator, **self.options)
+        max_steps = int(self.options.get("max_steps") or objective.config.max_steps)
+        cfg = engine.EngineConfig(max_steps=max_steps, threshold=self.threshold,
+                                  record_every=1 if frames else 0,
+                                  amp=self.device.type == "cuda")
+        torch.manual_seed(self.seed)
+        ctx = engine.Context(self.clf.model, x, source, target)
+        out = engine.run(objective, ctx, cfg)
+        cf_probs = out.logits.softmax(1)
+        with torch.inference_mode():
+            if self.generator is not None:  # third panel: the generator's reconstruction G(E(x))
+                third = self.generator.decode(ctx.v0)
+            else:  # pgd: the perturbation, centred on grey and scaled to its ε
+                eps = getattr(objective, "eps", 1.0)
+                third = (0.5 + 0.5 * (out.x_cf - x) / eps).clamp(0, 1)
+            third_probs = self.predict(third)
+        extra: list[dict[str, Any]] = [{"steps": int(s), "p_target": round(float(p), 5)}
+                                       for s, p in zip(out.steps.tolist(), out.p_target.tolist(), strict=True)]
+        if self.generator is not None:
+            dz = (out.v_cf - ctx.v0).norm(dim=1).tolist()
+            for e, d in zip(extra, dz, strict=True):
+                e["latent_distance"] = round(d, 5)
+            prep["z0"], prep["z_cf"] = ctx.v0, out.v_cf
+        video = None
+        if frames and out.frames is not None:
+            # the trajectory runs until the slowest sample is done; show `frames` evenly spaced steps of it
+            pick = torch.linspace(0, out.frames.shape[0] - 1, frames).round().long()
+            fr = out.frames[pick].transpose(0, 1)  # (B, T, C, H, W)
+            out.frame_steps = out.frame_steps[pick]
+            with torch.inference_mode():
+                pred = self.predict(fr.flatten(0, 1)).view(fr.shape[0], fr.shape[1], -1)
+            video = {"ks": out.frame_steps.float(), "x": fr, "predicted": pred, "intended": None, "x_label": "step"}
+        return prep, _Batch(out.x_cf, out.success, cf_probs, third, third_probs, extra, video)
+
+
+THIRD_TITLE = {"mirror": "Reflection (k=1)", "pgd": "Perturbation"}
+
+
 def explain(
     inputs: list[str],
     *,
@@ -235,17 +363,26 @@ def explain(
     fps: int = 10,
     size: int = 800,
     strict: bool = False,
+    attributions: bool = False,
+    threshold: float = 0.75,
+    seed: int = 0,
+    options: dict[str, Any] | None = None,
     command: str = "",
     progress: Progress | None = None,
 ) -> dict[str, Any]:
-    """Explain every input with Mirror-CFE and write images, metrics.json and (optionally) MP4s.
+    """Explain every input and write images, metrics.json and (optionally) MP4s.
 
     Args:
         inputs: image files, folders (recursive) or ``DATASET:SPLIT:INDEX`` references.
         model: model name (``weights/<name>``) or folder.
         target: target class (name or index) for every input; default: the runner-up.
-        images: write ``{name}.png`` (panel), ``{name}_cf.png`` and ``{name}_reflection.png``.
+        method: ``mirror``, ``attack``, ``gci``, ``cecas`` or ``pgd``.
+        images: write ``{name}.png`` (panel), ``{name}_cf.png`` and ``{name}_reflection.png``
+            (mirror) / ``{name}_reconstruction.png`` (latent methods).
         video: write ``{name}.mp4`` (``frames`` frames at ``fps``, ``size``×``size``).
+        attributions: add attribute/descriptor scores (latent methods with probes) and a
+            bar chart ``{name}_attributions.png``.
+        options: method config overrides (e.g. ``{"lam": 10}`` for GCI).
 
     Returns:
         ``{"results": [...], "failures": [...], "metrics_path": ..., "warnings": [...]}``;
@@ -253,101 +390,122 @@ def explain(
     """
     from cfe_cli import render
     from cfe_cli.inputs import class_index, resolve_inputs
-    from cfe_cli.methods.mirror import MirrorCFE
-    from cfe_cli.models.weights import load_decoder
 
-    if method != "mirror":
-        raise InputError(f"method '{method}' is not available yet; available: mirror")
     if frames < 2:
         raise InputError("--frames must be at least 2")
-    if size < 64 or size % 2:
-        raise InputError("--size must be an even number of pixels, at least 64")
-    dev = resolve_device(device)
-    folder = resolve_model(model)
-    clf = load_classifier(folder / "classifier.safetensors", dev)
-    dec, _ = load_decoder(folder, "mirror", dev)
-    classes = clf.classes
+    if size < 160 or size % 2:
+        raise InputError("--size must be an even number of pixels, at least 160")
+    ex = Explainer(model, method, device=device, threshold=threshold, seed=seed, **(options or {}))
+    if attributions and ex.probes is None:
+        raise InputError(f"--attributions needs latent probes: use --method attack/gci/cecas with a model "
+                         f"that has probes.safetensors (cfe train-gen --model {ex.folder.name} --method vae)")
+    classes, dev = ex.classes, ex.device
     tgt = class_index(target, classes, "target class") if target is not None else None
     out_dir = _out_dir(out)
-    items = resolve_inputs(inputs, channels=clf.config.in_channels, resolution=clf.config.resolution,
+    items = resolve_inputs(inputs, channels=ex.clf.config.in_channels, resolution=ex.clf.config.resolution,
                            data_dir=data_dir, classes=classes, label=label, strict=strict)
     if not items:
         raise InputError("no inputs given")
-    explainer = MirrorCFE(clf.model, dec)
     failures = [{"input": it.input, "error": it.error} for it in items if it.error]
     warnings = [it.warning for it in items if it.warning]
     good = [it for it in items if it.error is None]
     results: list[dict[str, Any]] = []
     used: set[str] = set()
     metrics_path = out_dir / "metrics.json"
-    doc = {"command": command, "model": str(folder), "model_name": folder.name, "method": method,
-           "classes": classes, "device": str(dev), "results": results, "failures": failures}
+    doc = {"command": command, "model": str(ex.folder), "model_name": ex.folder.name, "method": method,
+           "options": options or {}, "threshold": threshold, "classes": classes, "device": str(dev),
+           "results": results, "failures": failures}
+    third_name = "reflection" if method == "mirror" else "perturbation" if method == "pgd" else "reconstruction"
     done = 0
     for start in range(0, len(good), batch_size):
         batch = good[start:start + batch_size]
         t0 = time.perf_counter()
         x = torch.stack([it.image for it in batch]).to(dev)  # type: ignore[misc]
-        tvec = None if tgt is None else torch.full((len(batch),), tgt, dtype=torch.long, device=dev)
-        prep = explainer.prepare(x, tvec)
-        same = prep["source"] == prep["target"]
-        if bool(same.any()):  # target equals prediction: explain nothing for those
-            keep = ~same
-            for it in (b for b, s in zip(batch, same.tolist(), strict=True) if s):
-                failures.append({"input": it.input, "error": f"target '{classes[tgt]}' equals the prediction"})  # type: ignore[index]
-            batch = [b for b, s in zip(batch, same.tolist(), strict=True) if not s]
+        if tgt is not None:
+            src = ex.predict(x).argmax(1)
+            same = (src == tgt).tolist()
+            for it, s in zip(batch, same, strict=True):
+                if s:
+                    failures.append({"input": it.input, "error": f"target '{classes[tgt]}' equals the prediction"})
+            keep = [i for i, s in enumerate(same) if not s]
+            batch = [batch[i] for i in keep]
             if not batch:
                 continue
             x = x[keep]
-            prep = {k: v[keep] for k, v in prep.items()}
-        res = explainer.first_cfe(prep)
-        sweep = explainer.sweep(prep, frames) if video else None
+        tvec = None if tgt is None else torch.full((len(batch),), tgt, dtype=torch.long, device=dev)
+        prep, res = ex.run(x, tvec, video_frames=frames if video else 0)
         seconds = (time.perf_counter() - t0) / len(batch)
         probs = prep["probs"]
-        x_cf, x_refl = res["x_cf"].cpu(), res["x_reflection"].cpu()
+        x_cf, x3 = res.x_cf.detach().cpu(), res.third.detach().cpu()
         src, tg = prep["source"].tolist(), prep["target"].tolist()
-        l1 = (res["x_cf"] - x).abs().mean(dim=(1, 2, 3)).tolist()
+        l1 = (res.x_cf.detach() - x).abs().mean(dim=(1, 2, 3)).tolist()
+        local = None
+        if attributions and ex.probes is not None:
+            from cfe_cli.attributions import local_scores
+
+            local = local_scores(ex.probes, prep["z0"].detach(), prep["z_cf"].detach()).cpu()
         for i, it in enumerate(batch):
-            s, t = src[i], tg[i]
-            gt = it.gt
+            s, t, gt = src[i], tg[i], it.gt
             name = render.cf_name(it.prefix, classes[s], classes[t], None if gt is None else classes[gt])
             base, n = name, 2
             while name in used:
                 name, n = f"{base}_{n}", n + 1
             used.add(name)
-            found = bool(res["found"][i])
-            cf_p, rf_p = res["cf_probs"][i], res["reflection_probs"][i]
+            found = bool(res.found[i])
+            cf_p, p3 = res.cf_probs[i], res.third_probs[i]
             rec: dict[str, Any] = {
                 "input": it.input, "name": name,
                 "source_pred": classes[s], "source_conf": round(float(probs[i, s]), 5),
                 "gt": None if gt is None else classes[gt], "target": classes[t],
-                "first_cfe_k": round(float(res["k"][i]), 5) if found else None,
+                "first_cfe_k": None,
                 "cf_pred": classes[int(cf_p.argmax())] if found else None,
                 "cf_conf": round(float(cf_p.max()), 5) if found else None,
-                "cf_target_conf": round(float(cf_p[t]), 5) if found else None,
-                "reflection_pred": classes[int(rf_p.argmax())], "reflection_conf": round(float(rf_p.max()), 5),
+                "cf_target_conf": round(float(cf_p[t]), 5),
+                "reflection_pred": classes[int(p3.argmax())] if method == "mirror" else None,
+                "reflection_conf": round(float(p3.max()), 5) if method == "mirror" else None,
                 "valid": found, "l1": round(l1[i], 5) if found else None,
-                "decodes": int(res["decodes"][i]), "seconds": round(seconds, 5),
+                **res.extra[i], "seconds": round(seconds, 5),
             }
+            if method != "mirror" and method != "pgd":
+                rec["reconstruction_pred"] = classes[int(p3.argmax())]
+                rec["reconstruction_conf"] = round(float(p3.max()), 5)
+            if local is not None:
+                scores = dict(zip(ex.probes.names, [round(v, 5) for v in local[i].tolist()], strict=True))  # type: ignore[union-attr]
+                rec["attributions"] = scores
             if images:
                 rec["cf_path"] = str(render.save_png(x_cf[i], out_dir / f"{name}_cf.png")) if found else None
-                rec["reflection_path"] = str(render.save_png(x_refl[i], out_dir / f"{name}_reflection.png"))
-                titles = ["Source", f"1st CFE (k={float(res['k'][i]):.2f})" if found else "1st CFE",
-                          "Reflection (k=1)", "x_cf − x_s"]
+                p3_path = render.save_png(x3[i], out_dir / f"{name}_{third_name}.png")
+                rec["reflection_path" if method == "mirror" else f"{third_name}_path"] = str(p3_path)
+                if method != "mirror":
+                    rec["reflection_path"] = None
+                k_txt = f" (k={rec['first_cfe_k']:.2f})" if rec.get("first_cfe_k") is not None else ""
+                st_txt = f" ({rec['steps']} steps)" if "steps" in rec and found else ""
+                titles = ["Source", f"{'1st CFE' if method == 'mirror' else 'Counterfactual'}{k_txt}{st_txt}",
+                          THIRD_TITLE.get(method, "Reconstruction"), "x_cf − x_s"]
                 captions = [f"{classes[s]} ({float(probs[i, s]):.2f})",
                             f"{rec['cf_pred']} ({rec['cf_conf']:.2f})" if found else "no CFE",
-                            f"{rec['reflection_pred']} ({rec['reflection_conf']:.2f})",
+                            f"{classes[int(p3.argmax())]} ({float(p3.max()):.2f})" if method != "pgd" else "",
                             f"L1 {l1[i]:.3f}" if found else ""]
-                pil = render.explanation_panel(x[i].cpu(), x_cf[i] if found else None, x_refl[i],
+                pil = render.explanation_panel(x[i].cpu(), x_cf[i] if found else None, x3[i],
                                                titles=titles, captions=captions)
                 rec["panel_path"] = str(render.save_image(pil, out_dir / f"{name}.png"))
-            if sweep is not None:
-                pred_p, int_p = sweep["predicted"][i].cpu(), sweep["intended"][i].cpu()
+                if local is not None:
+                    from cfe_cli.attributions import bar_chart
+
+                    rec["attributions_path"] = str(bar_chart(
+                        ex.probes.names, local[i].tolist(),  # type: ignore[union-attr]
+                        f"{name}: probe change p(z_cf) - p(z0)", out_dir / f"{name}_attributions.png"))
+            if res.video is not None:
+                v = res.video
+                pred_p = v["predicted"][i].cpu()
                 st = torch.tensor([s, t])
                 rec["video_path"] = str(render.render_video(
-                    out_dir / f"{name}.mp4", frames=sweep["x"][i].cpu(), source=x[i].cpu(), ks=sweep["ks"].cpu(),
-                    first_cf_index=_first_hit(pred_p, t), intended=int_p[:, st], predicted=pred_p[:, st],
-                    distance=(sweep["x"][i] - x[i]).abs().mean(dim=(1, 2, 3)).cpu(),
-                    source_name=classes[s], target_name=classes[t], size=size, fps=fps))
+                    out_dir / f"{name}.mp4", frames=v["x"][i].cpu(), source=x[i].cpu(), ks=v["ks"].cpu(),
+                    first_cf_index=_first_hit(pred_p, t),
+                    intended=None if v["intended"] is None else v["intended"][i].cpu()[:, st],
+                    predicted=pred_p[:, st], distance=(v["x"][i].cpu() - x[i].cpu()).abs().mean(dim=(1, 2, 3)),
+                    source_name=classes[s], target_name=classes[t], size=size, fps=fps, x_label=v["x_label"],
+                    end_name="Reflection" if method == "mirror" else "Final"))
             results.append(rec)
         done += len(batch)
         _write_json(metrics_path, doc)  # updated as batches finish
@@ -361,3 +519,52 @@ def _first_hit(pred: torch.Tensor, target: int) -> int | None:
     """Index of the first frame whose prediction is ``target`` (None if none). ``pred (T, K)``."""
     hit = (pred.argmax(1) == target).nonzero()
     return int(hit[0]) if len(hit) else None
+
+
+def _train_vae(folder: Path, loaded: LoadedClassifier, dataset: str, *, epochs: int | None, batch_size: int | None,
+               device: torch.device, data_dir: str | os.PathLike[str] | None, seed: int, max_steps: int | None,
+               command: str, progress: Progress | None) -> dict[str, Any]:
+    from cfe_cli import descriptors
+    from cfe_cli.attributions import fit_probes
+    from cfe_cli.models.generators import ConvVAE, default_vae_config
+    from cfe_cli.models.weights import save_probes
+    from cfe_cli.training import VAETrainConfig, train_vae
+
+    seed_everything(seed)
+    res = loaded.config.resolution
+    train = load_dataset(dataset, "train", root=data_dir, size=res)
+    test = load_dataset(dataset, "test", root=data_dir, size=res)
+    vcfg = default_vae_config(train.channels, res)
+    vae = ConvVAE(vcfg)
+    cfg = VAETrainConfig(epochs=epochs or 20, batch_size=batch_size or 128, seed=seed)
+    start = time.perf_counter()
+    history = train_vae(vae, train, cfg, device=device, progress=progress, max_steps=max_steps)
+    seconds = time.perf_counter() - start
+    with torch.inference_mode():
+        mu_te = torch.cat([vae.encode(test.images[i:i + 512])[0] for i in range(0, len(test), 512)])
+        rec = torch.cat([vae.decode(mu_te[i:i + 512]) for i in range(0, len(test), 512)])
+        l1 = float((rec - test.images).abs().mean())
+        clf = loaded.model.cpu()
+        rec_acc = float((torch.cat([clf(rec[i:i + 512]).argmax(1) for i in range(0, len(test), 512)])
+                         == test.labels).float().mean())
+        mu_tr = torch.cat([vae.encode(train.images[i:i + 512])[0] for i in range(0, len(train), 512)])
+    info = {"dataset": dataset, "classes": loaded.classes, "method": "vae", "train": cfg.__dict__,
+            "history": history, "seconds": round(seconds, 1), "device": str(device), "command": command,
+            "test_reconstruction_l1": round(l1, 5), "classifier_accuracy_on_reconstructions": round(rec_acc, 5),
+            "trained_at": time.strftime("%Y-%m-%d %H:%M:%S"), "torch": torch.__version__}
+    path = save_module(folder / "vae.safetensors", vae, kind="vae", config=vcfg.to_dict(), info=info)
+    out = {"path": str(path), "seconds": seconds, "history": history, "reconstruction_l1": l1,
+           "reconstruction_accuracy": rec_acc}
+    # attribution probes: CelebA labels where present, image descriptors otherwise
+    if train.attributes is not None and test.attributes is not None and train.attribute_names:
+        a_tr, a_te, names, binary = train.attributes, test.attributes, list(train.attribute_names), True
+    else:
+        a_tr, a_te = descriptors.descriptors(train.images), descriptors.descriptors(test.images)
+        names, binary = list(descriptors.NAMES), False
+    try:
+        probes = fit_probes(mu_tr, a_tr, mu_te, a_te, names, binary=binary)
+    except InputError:
+        return out  # scikit-learn missing: the VAE is still usable, attributions are not
+    save_probes(folder / "probes.safetensors", probes, {"dataset": dataset, "fit_on": "train mu", "command": command})
+    out["probe_accuracy"] = dict(zip(names, probes.accuracy, strict=True))
+    return out

@@ -182,10 +182,10 @@ Model = Annotated[str, typer.Option("--model", help="Model name (weights/NAME) o
 @handle_errors
 def train_gen(
     model: Model,
-    method: Annotated[str, typer.Option("--method", help="Generator to train: mirror (Mirror-CFE decoder).")] = "mirror",
+    method: Annotated[str, typer.Option("--method", help="mirror (Mirror-CFE decoder) or vae (latent methods).")] = "mirror",
     epochs: Annotated[int | None, typer.Option("--epochs", help="Epochs (default 20).")] = None,
-    batch_size: Annotated[int, typer.Option("--batch-size")] = 64,
-    lr: Annotated[float, typer.Option("--lr")] = 2e-4,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", help="Default 64 (mirror), 128 (vae).")] = None,
+    lr: Annotated[float | None, typer.Option("--lr", help="Default 2e-4 (mirror), 1e-3 (vae).")] = None,
     max_steps: Annotated[int | None, typer.Option("--max-steps", help="Stop after this many steps (quick runs).")] = None,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     device: Device = "auto",
@@ -194,10 +194,16 @@ def train_gen(
     """Train a generator against a model's frozen classifier (writes weights/NAME/<method>.safetensors)."""
     from cfe_cli import api
 
-    fields = ("epoch", "cls", "adv", "rec", "fea", "tri", "d")
+    fields = ("epoch", "cls", "adv", "rec", "fea", "tri", "d") if method == "mirror" else ("epoch", "rec", "kl")
     with progress_bar(f"train-gen {method}", fields) as update:
         r = api.train_gen(model, method=method, epochs=epochs, batch_size=batch_size, lr=lr, device=device,
                           data_dir=data_dir, seed=seed, max_steps=max_steps, command=command_line(), progress=update)
+    if method == "vae":
+        console.print(f"[green]VAE[/] -> {r['path']} ({r['seconds']:.0f} s); test reconstruction L1 "
+                      f"{r['reconstruction_l1']:.4f}, classifier accuracy on reconstructions "
+                      f"{r['reconstruction_accuracy'] * 100:.2f} %"
+                      + ("" if "probe_accuracy" not in r else f"; {len(r['probe_accuracy'])} attribution probes"))
+        return
     console.print(f"[green]{method} decoder[/] -> {r['path']} ({r['seconds']:.0f} s); check on {r['n']} test images "
                   f"(runner-up target): validity {r['validity']:.3f}, reflection validity "
                   f"{r['reflection_validity']:.3f}, reconstruction L1 {r['reconstruction_l1']:.4f}")
@@ -205,7 +211,21 @@ def train_gen(
 
 Inputs = Annotated[list[str], typer.Argument(help="Image files, folders (recursive) or DATASET:SPLIT:INDEX.")]
 Target = Annotated[str | None, typer.Option("--target", help="Target class name or index (default: runner-up).")]
-Method = Annotated[str, typer.Option("--method", help="Counterfactual method: mirror.")]
+Method = Annotated[str, typer.Option("--method", help="mirror, attack, gci, cecas or pgd.")]
+Steps = Annotated[int | None, typer.Option("--steps", help="Step cap of the optimisation methods.")]
+Lr = Annotated[float | None, typer.Option("--lr", help="Adam learning rate of the latent methods.")]
+Threshold = Annotated[float, typer.Option("--threshold", help="Target probability the optimisation stops at.")]
+Lam = Annotated[float | None, typer.Option("--lambda", help="GCI: weight λ of the classification loss.")]
+PNorm = Annotated[float | None, typer.Option("--p", help="GCI: exponent p of the proximity term.")]
+Alpha = Annotated[float | None, typer.Option("--alpha", help="CECAS: weight of the spurious-factor penalty.")]
+Eps = Annotated[float | None, typer.Option("--eps", help="PGD: ε-ball radius (default 0.3 L∞, 3.0 L2).")]
+Norm = Annotated[str | None, typer.Option("--norm", help="PGD: linf or l2.")]
+Seed = Annotated[int, typer.Option("--seed", help="Random seed (runs repeat exactly).")]
+
+
+def _options(steps, lr, lam, p, alpha, eps, norm) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+    opts = {"max_steps": steps, "lr": lr, "lam": lam, "p": p, "alpha": alpha, "eps": eps, "norm": norm}
+    return {k: v for k, v in opts.items() if v is not None}
 Out = Annotated[Path, typer.Option("--out", help="Output folder.")]
 Label = Annotated[str | None, typer.Option("--label", help="Ground-truth class of file inputs.")]
 Batch = Annotated[int, typer.Option("--batch-size", help="Inputs per batch.")]
@@ -217,13 +237,19 @@ def _report(r: dict[str, Any], what: str) -> None:
         err_console.print(f"[yellow]warning:[/] {w}", highlight=False)
     if r["results"]:
         t = Table(title=what)
-        for col in ("name", "source", "target", "1st CFE k", "CF pred", "reflection", "valid", "L1"):
+        for col in ("name", "source", "target", "k / steps", "CF pred", "third", "valid", "L1"):
             t.add_column(col)
+
+        def conf(pred: Any, c: Any) -> str:
+            return "-" if pred is None else f"{pred} ({c:.2f})"
+
         for rec in r["results"][:50]:
-            k = "-" if rec["first_cfe_k"] is None else f"{rec['first_cfe_k']:.2f}"
-            cf = "-" if rec["cf_pred"] is None else f"{rec['cf_pred']} ({rec['cf_conf']:.2f})"
-            t.add_row(rec["name"], f"{rec['source_pred']} ({rec['source_conf']:.2f})", rec["target"], k, cf,
-                      f"{rec['reflection_pred']} ({rec['reflection_conf']:.2f})",
+            k = (f"k={rec['first_cfe_k']:.2f}" if rec.get("first_cfe_k") is not None
+                 else str(rec["steps"]) if "steps" in rec else "-")
+            third = (conf(rec["reflection_pred"], rec["reflection_conf"]) if rec.get("reflection_pred")
+                     else conf(rec.get("reconstruction_pred"), rec.get("reconstruction_conf")))
+            t.add_row(rec["name"], conf(rec["source_pred"], rec["source_conf"]), rec["target"], k,
+                      conf(rec["cf_pred"], rec["cf_conf"]), third,
                       "[green]yes[/]" if rec["valid"] else "[red]no[/]", "-" if rec["l1"] is None else f"{rec['l1']:.3f}")
         if len(r["results"]) > 50:
             t.caption = f"first 50 of {len(r['results'])} rows; all in metrics.json"
@@ -247,17 +273,29 @@ def explain(
     batch_size: Batch = 64,
     label: Label = None,
     video: Annotated[bool, typer.Option("--video", help="Also write the MP4 morph video of each input.")] = False,
+    attributions: Annotated[bool, typer.Option("--attributions", help="Latent methods: probe scores + chart.")] = False,
     strict: Strict = False,
+    threshold: Threshold = 0.75,
+    steps: Steps = None,
+    lr: Lr = None,
+    lam: Lam = None,
+    p: PNorm = None,
+    alpha: Alpha = None,
+    eps: Eps = None,
+    norm: Norm = None,
+    seed: Seed = 0,
     device: Device = "auto",
     data_dir: DataDir = None,
 ) -> None:
-    """Explain images with counterfactuals: panel PNG, 1st CFE, reflection and metrics.json."""
+    """Explain images with counterfactuals: panel PNG, counterfactual PNG and metrics.json."""
     from cfe_cli import api
 
     with progress_bar("explain", ()) as update:
         r = api.explain(inputs, model=model, target=target, method=method, out=out, batch_size=batch_size,
                         device=device, label=label, data_dir=data_dir, video=video, strict=strict,
-                        command=command_line(), progress=update)
+                        attributions=attributions, threshold=threshold, seed=seed,
+                        options=_options(steps, lr, lam, p, alpha, eps, norm), command=command_line(),
+                        progress=update)
     _report(r, "counterfactuals")
 
 
@@ -275,16 +313,27 @@ def animate(
     batch_size: Batch = 16,
     label: Label = None,
     strict: Strict = False,
+    threshold: Threshold = 0.75,
+    steps: Steps = None,
+    lr: Lr = None,
+    lam: Lam = None,
+    p: PNorm = None,
+    alpha: Alpha = None,
+    eps: Eps = None,
+    norm: Norm = None,
+    seed: Seed = 0,
     device: Device = "auto",
     data_dir: DataDir = None,
 ) -> None:
-    """Render the MP4 morph video (H.264, yuv420p) of each input's counterfactual path."""
+    """Render the MP4 morph video (H.264, yuv420p) of each input's counterfactual path or trajectory."""
     from cfe_cli import api
 
     with progress_bar("animate", ()) as update:
         r = api.explain(inputs, model=model, target=target, method=method, out=out, batch_size=batch_size,
                         device=device, label=label, data_dir=data_dir, images=False, video=True, frames=frames,
-                        fps=fps, size=size, strict=strict, command=command_line(), progress=update)
+                        fps=fps, size=size, strict=strict, threshold=threshold, seed=seed,
+                        options=_options(steps, lr, lam, p, alpha, eps, norm), command=command_line(),
+                        progress=update)
     _report(r, "videos")
 
 

@@ -492,6 +492,7 @@ def _background(
     predicted: np.ndarray,
     distance: np.ndarray,
     x_label: str,
+    end_name: str = "Reflection",
 ) -> np.ndarray:
     """Everything static, drawn once at _SS x and reduced; returns (size, size, 3) uint8."""
     S = _SS
@@ -504,7 +505,7 @@ def _background(
         return _font(round(px * u))
 
     # --- top row titles (cell 1's title changes per frame and is pasted later)
-    static_titles = {0: f"Source ({source_name})", 2: f"1st CFE ({target_name})", 3: f"Reflection ({target_name})"}
+    static_titles = {0: f"Source ({source_name})", 2: f"1st CFE ({target_name})", 3: f"{end_name} ({target_name})"}
     for i, title in static_titles.items():
         _draw_title(d, (lay.cell_x[i] + lay.cell / 2) * S, lay.title_y * S, title, lay.cell * S, u)
     if first_img is None:
@@ -523,7 +524,7 @@ def _background(
         d.ellipse([x - r_end, ay - r_end, x + r_end, ay + r_end], fill=(60, 60, 60))
     f16 = font(16)
     d.text((ax0 - 12 * u, ay), "Source", font=f16, fill=BLACK, anchor="rm")
-    d.text((ax1 + 12 * u, ay), "Reflection", font=f16, fill=BLACK, anchor="lm")
+    d.text((ax1 + 12 * u, ay), end_name, font=f16, fill=BLACK, anchor="lm")
     if first_cf_index is not None:
         gx = lay.k_to_x(float(ks[first_cf_index]), k0, k1, lay.axis_x0, lay.axis_x1) * S
         r = 7 * u
@@ -638,6 +639,7 @@ def _video_frames(
     predicted: np.ndarray,
     source_name: str,
     target_name: str,
+    end_name: str = "Reflection",
 ) -> Iterator[np.ndarray]:
     """Yield the (size, size, 3) uint8 RGB frames: background + current image, dot, label, red line."""
     T = imgs.shape[0]
@@ -645,7 +647,7 @@ def _video_frames(
     strips = {
         "sfe": _title_strip(lay, f"SFE ({source_name})"),
         "cfe": _title_strip(lay, f"CFE ({target_name})"),
-        "ref": _title_strip(lay, f"Reflection ({target_name})"),
+        "ref": _title_strip(lay, f"{end_name} ({target_name})"),
     }
     ty0, ty1 = lay.title_band
     cx0 = lay.cell_x[1]
@@ -723,6 +725,7 @@ def render_video(
     size: int = 800,
     fps: float = 10,
     x_label: str = "step, k",
+    end_name: str = "Reflection",
 ) -> Path:
     """Write the morph video of one explanation as an H.264 / yuv420p MP4 (plays in browsers).
 
@@ -807,10 +810,11 @@ def render_video(
         predicted=pred_np,
         distance=dist_np,
         x_label=x_label,
+        end_name=end_name,
     )
     gen = _video_frames(
         bg, lay, imgs=imgs, ks=ks_np, first_cf_index=first, intended=int_np, predicted=pred_np,
-        source_name=source_name, target_name=target_name,
+        source_name=source_name, target_name=target_name, end_name=end_name,
     )  # fmt: skip
 
     try:

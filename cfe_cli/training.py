@@ -281,3 +281,62 @@ def train_mirror(classifier: torch.nn.Module, train: Dataset, cfg: MirrorTrainCo
             break
     G.eval().cpu()
     return G, history
+
+
+# ----------------------------------------------------------------------------- VAE
+
+
+@dataclass(frozen=True)
+class VAETrainConfig:
+    """Hyper-parameters of the conv VAE (BCE + β·KL, Adam)."""
+
+    epochs: int = 20
+    batch_size: int = 128
+    lr: float = 1e-3
+    beta: float = 1.0
+    seed: int = 0
+
+
+def train_vae(vae: torch.nn.Module, train: Dataset, cfg: VAETrainConfig, *, device: torch.device | str = "cpu",
+              progress: Progress | None = None, max_steps: int | None = None) -> list[dict[str, float]]:
+    """Train a :class:`~cfe_cli.models.generators.ConvVAE` with BCE (summed over pixels) + β·KL."""
+    gen = torch.Generator().manual_seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    vae.to(device).train()
+    opt = torch.optim.Adam(vae.parameters(), lr=cfg.lr)
+    n = len(train)
+    steps_per_epoch = math.ceil(n / cfg.batch_size)
+    total = steps_per_epoch * cfg.epochs if max_steps is None else min(max_steps, steps_per_epoch * cfg.epochs)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(total, 1))
+    history: list[dict[str, float]] = []
+    step = 0
+    for epoch in range(cfg.epochs):
+        perm = torch.randperm(n, generator=gen)
+        s_rec = s_kl = 0.0
+        seen = 0
+        for i in range(0, n, cfg.batch_size):
+            if step >= total:
+                break
+            x = train.images[perm[i:i + cfg.batch_size]].to(device)
+            mu, logvar = vae.encode(x)
+            z = mu + torch.randn_like(mu) * (0.5 * logvar).exp()
+            rec = F.binary_cross_entropy_with_logits(vae.decode_logits(z), x, reduction="none").sum(dim=(1, 2, 3))
+            kl = 0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar).sum(1)
+            loss = (rec + cfg.beta * kl).mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            step += 1
+            s_rec += float(rec.detach().sum())
+            s_kl += float(kl.detach().sum())
+            seen += x.shape[0]
+            if progress is not None:
+                progress({"completed": step, "total": total, "epoch": epoch + 1, "rec": float(rec.detach().mean()),
+                          "kl": float(kl.detach().mean())})
+        if seen:
+            history.append({"epoch": epoch + 1, "rec": s_rec / seen, "kl": s_kl / seen})
+        if step >= total:
+            break
+    vae.eval().cpu()
+    return history

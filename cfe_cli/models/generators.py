@@ -94,3 +94,84 @@ class PatchDiscriminator(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x * 2 - 1)
+
+
+# ----------------------------------------------------------------------------- VAE
+
+
+@dataclass(frozen=True)
+class VAEConfig:
+    """Rebuilds a :class:`ConvVAE`. ``widths`` are the encoder's stride-2 stages."""
+
+    in_channels: int = 1
+    resolution: int = 28
+    latent_dim: int = 16
+    widths: tuple[int, ...] = (32, 64, 128)
+    beta: float = 1.0
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, object]) -> VAEConfig:
+        known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
+        if "widths" in known:
+            known["widths"] = tuple(known["widths"])  # type: ignore[arg-type]
+        return cls(**known)  # type: ignore[arg-type]
+
+
+def default_vae_config(in_channels: int, resolution: int) -> VAEConfig:
+    """Latent 16 for 28² grey, 32 for 28² colour, 128 for faces (one more stage per octave)."""
+    if resolution <= 32:
+        return VAEConfig(in_channels, resolution, 16 if in_channels == 1 else 32, (32, 64, 128))
+    stages = max(3, round(math.log2(resolution / 4)))
+    widths = tuple(min(32 * 2**i, 256) for i in range(stages))
+    return VAEConfig(in_channels, resolution, 128, widths)
+
+
+class ConvVAE(nn.Module):
+    """Convolutional VAE with the ``encode``/``decode`` contract of the latent methods.
+
+    Shape: ``encode``: ``(B, C, R, R) -> (mu (B, D), logvar (B, D))``;
+    ``decode``: ``(B, D) -> (B, C, R, R)`` in [0, 1].
+    """
+
+    def __init__(self, config: VAEConfig) -> None:
+        super().__init__()
+        self.config = c = config
+        sizes = [c.resolution]
+        for _ in c.widths:
+            sizes.append((sizes[-1] + 1) // 2)  # 28 -> 14 -> 7 -> 4
+        self.sizes = sizes
+        enc: list[nn.Module] = []
+        ch = c.in_channels
+        for w in c.widths:
+            enc += [nn.Conv2d(ch, w, 3, 2, 1), nn.BatchNorm2d(w), nn.LeakyReLU(0.2, inplace=True)]
+            ch = w
+        self.encoder = nn.Sequential(*enc, nn.Flatten())
+        flat = ch * sizes[-1] ** 2
+        self.mu = nn.Linear(flat, c.latent_dim)
+        self.logvar = nn.Linear(flat, c.latent_dim)
+        self.fc = nn.Linear(c.latent_dim, flat)
+        dec: list[nn.Module] = []
+        for i, w in enumerate(reversed(c.widths)):
+            w_out = c.widths[-i - 2] if i + 1 < len(c.widths) else max(16, c.widths[0] // 2)
+            dec += [nn.Upsample(size=(sizes[-i - 2],) * 2, mode="nearest"), nn.Conv2d(w, w_out, 3, 1, 1),
+                    nn.BatchNorm2d(w_out), nn.LeakyReLU(0.2, inplace=True)]
+        dec += [nn.Conv2d(w_out, c.in_channels, 3, 1, 1)]
+        self.decoder = nn.Sequential(*dec)
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.encoder(x * 2 - 1)
+        return self.mu(h), self.logvar(h).clamp(-10, 10)
+
+    def decode_logits(self, z: torch.Tensor) -> torch.Tensor:
+        c = self.config
+        h = self.fc(z).view(z.shape[0], c.widths[-1], self.sizes[-1], self.sizes[-1])
+        return self.decoder(h)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.decode_logits(z))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.decode(self.encode(x)[0])

@@ -200,3 +200,48 @@ def load_decoder(folder: str | os.PathLike[str], kind: str = "mirror",
         raise WeightsError(f"bad decoder config in {path}: {e}") from None
     load_state(path, dec)
     return dec.eval().requires_grad_(False).to(device), meta["info"]
+
+
+def load_vae(folder: str | os.PathLike[str], device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+    """Load a model folder's conv VAE (``vae.safetensors``) for the latent methods."""
+    from cfe_cli.models.generators import ConvVAE, VAEConfig
+
+    path = Path(folder) / "vae.safetensors"
+    if not path.is_file():
+        raise WeightsError(f"model '{Path(folder).name}' has no VAE ({path} missing); "
+                           f"train one with: cfe train-gen --model {Path(folder).name} --method vae")
+    meta = read_metadata(path)
+    try:
+        vae = ConvVAE(VAEConfig.from_dict(meta["config"]))
+    except (TypeError, ValueError) as e:
+        raise WeightsError(f"bad VAE config in {path}: {e}") from None
+    load_state(path, vae)
+    return vae.eval().requires_grad_(False).to(device), meta["info"]
+
+
+def save_probes(path: str | os.PathLike[str], probes: Any, info: dict[str, Any]) -> Path:
+    """Write fitted attribution probes (``cfe_cli.attributions.Probes``) as safetensors."""
+
+    class _Holder(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            for k, v in probes.state().items():
+                self.register_buffer(k, v)
+
+    return save_module(path, _Holder(), kind="probes",
+                       config={"names": probes.names, "accuracy": probes.accuracy}, info=info)
+
+
+def load_probes(folder: str | os.PathLike[str]) -> Any:
+    """Load ``probes.safetensors`` of a model folder (None if absent)."""
+    from safetensors.torch import load_file
+
+    from cfe_cli.attributions import Probes
+
+    path = Path(folder) / "probes.safetensors"
+    if not path.is_file():
+        return None
+    meta = read_metadata(path)
+    t = load_file(str(path))
+    return Probes(list(meta["config"]["names"]), t["coef"], t["intercept"], t["thresholds"],
+                  list(meta["config"]["accuracy"]))
