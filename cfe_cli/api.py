@@ -568,3 +568,243 @@ def _train_vae(folder: Path, loaded: LoadedClassifier, dataset: str, *, epochs: 
     save_probes(folder / "probes.safetensors", probes, {"dataset": dataset, "fit_on": "train mu", "command": command})
     out["probe_accuracy"] = dict(zip(names, probes.accuracy, strict=True))
     return out
+
+
+# ----------------------------------------------------------------------------- evaluate
+
+
+def _parse_pairs(pairs: str, classes: list[str]) -> list[tuple[int, int]]:
+    from cfe_cli.inputs import class_index
+
+    out = []
+    for part in pairs.split(","):
+        if not part.strip():
+            continue
+        if ":" not in part:
+            raise InputError(f"bad pair '{part}': use SOURCE:TARGET, e.g. 8:3")
+        s, t = part.split(":", 1)
+        si, ti = class_index(s, classes, "source class"), class_index(t, classes, "target class")
+        if si == ti:
+            raise InputError(f"pair '{part}': source and target are the same class")
+        out.append((si, ti))
+    if not out:
+        raise InputError("no pairs given (e.g. --pairs 8:3,3:8)")
+    return out
+
+
+def _score(ex: Explainer, x: torch.Tensor, x_cf: torch.Tensor, found: torch.Tensor, source: torch.Tensor,
+           target: torch.Tensor, oracle: torch.nn.Module | None, cout_steps: int) -> dict[str, torch.Tensor]:
+    """Per-sample metrics of one batch of counterfactuals. Every value is ``(B,)``."""
+    from cfe_cli import metrics as M
+
+    with torch.inference_mode():
+        logits = ex.clf.model(x_cf)
+    out = {
+        "valid": M.validity(logits, target).float(),
+        "denoised_valid": M.denoised_validity(ex.clf.model, x_cf, target).float(),
+        "l1": M.l1(x, x_cf), "l2": M.l2(x, x_cf), "sparsity": M.sparsity(x, x_cf),
+        "ssim": M.ssim(x, x_cf), "psnr": M.psnr(x, x_cf).clamp(max=100.0),
+        "cout": M.cout(ex.clf.model, x, x_cf, source, target, steps=cout_steps),
+        "target_conf": logits.softmax(1).gather(1, target[:, None]).squeeze(1),
+        "found": found.float(),
+    }
+    if oracle is not None:
+        out["oracle_valid"] = M.oracle_validity(oracle, x_cf, target).float()
+    return out
+
+
+def evaluate(
+    model: str | os.PathLike[str],
+    *,
+    methods: list[str],
+    pairs: str,
+    n: int = 1000,
+    split: str = "test",
+    out: str | os.PathLike[str] = "out",
+    save_images: bool = False,
+    batch_size: int = 256,
+    device: str = "auto",
+    data_dir: str | os.PathLike[str] | None = None,
+    threshold: float = 0.75,
+    realism: bool = True,
+    cout_steps: int = 20,
+    options: dict[str, Any] | None = None,
+    seed: int = 0,
+    command: str = "",
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """Score methods on dataset images whose prediction is each pair's source class.
+
+    For every pair ``s:t`` the first ``n`` images of the split that the classifier
+    predicts as s are explained towards t, in batches. Per-sample metrics
+    (``cfe_cli.metrics``) are averaged per pair and overall, each with its n. For
+    Mirror-CFE the 1st CFE and the full reflection are both scored (``mirror`` and
+    ``mirror@reflection`` rows). Realism (``fd_effnetlite0``, ``kd_effnetlite0`` per pair
+    against real images of class t; ``dfd_effnetlite0`` per sample) needs ``cfe[metrics]``.
+
+    Returns:
+        the metrics.json document (also written to ``out/metrics.json``).
+    """
+    from cfe_cli import metrics as M
+    from cfe_cli import render
+
+    out_dir = _out_dir(out)
+    if n < 1:
+        raise InputError("--n must be at least 1")
+    explainers = [Explainer(model, m, device=device, threshold=threshold, seed=seed, **(options or {}))
+                  for m in methods]
+    ex0 = explainers[0]
+    classes, dev = ex0.classes, ex0.device
+    pair_list = _parse_pairs(pairs, classes)
+    dataset = ex0.clf.info.get("dataset")
+    if not dataset:
+        raise InputError(f"{ex0.folder} does not name its dataset")
+    data = load_dataset(dataset, split, root=data_dir, size=ex0.clf.config.resolution)
+    with torch.inference_mode():
+        preds = torch.cat([ex0.clf.model(data.images[i:i + 512].to(dev)).argmax(1).cpu()
+                           for i in range(0, len(data), 512)])
+    oracle = None
+    if (ex0.folder / "oracle.safetensors").is_file():
+        oracle = load_classifier(ex0.folder / "oracle.safetensors", dev).model
+    feats = None
+    if realism:
+        from cfe_cli import features
+
+        if features.available():
+            feats = features.EffNetFeatures().to(dev)
+    rows: list[dict[str, Any]] = []
+    total = len(pair_list) * len(methods)
+    done = 0
+    for s, t in pair_list:
+        idx = (preds == s).nonzero()[:, 0][:n]
+        if len(idx) == 0:
+            raise InputError(f"no {split} images predicted as '{classes[s]}'")
+        x_all = data.images[idx]
+        real_t = data.images[data.labels == t][:max(len(idx), 50)]
+        real_feat = None
+        if feats is not None:
+            from cfe_cli import features
+
+            real_feat = features.embed(real_t, feats)
+        for ex in explainers:
+            scored: dict[str, list[torch.Tensor]] = {}
+            scored_r: dict[str, list[torch.Tensor]] = {}
+            cf_keep: list[torch.Tensor] = []
+            refl_keep: list[torch.Tensor] = []
+            steps: list[torch.Tensor] = []
+            if dev.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(dev)
+                torch.cuda.synchronize(dev)
+            t0 = time.perf_counter()
+            gen_seconds = 0.0
+            for b in range(0, len(idx), batch_size):
+                x = x_all[b:b + batch_size].to(dev)
+                src = torch.full((len(x),), s, dtype=torch.long, device=dev)
+                tgt = torch.full((len(x),), t, dtype=torch.long, device=dev)
+                tb = time.perf_counter()
+                prep, res = ex.run(x, tgt)
+                if dev.type == "cuda":
+                    torch.cuda.synchronize(dev)
+                gen_seconds += time.perf_counter() - tb
+                x_cf = res.x_cf.detach()
+                for key, v in _score(ex, x, x_cf, res.found, src, tgt, oracle, cout_steps).items():
+                    scored.setdefault(key, []).append(v.cpu())
+                if ex.method == "mirror":
+                    for key, v in _score(ex, x, res.third.detach(), torch.ones_like(res.found), src, tgt, oracle,
+                                         cout_steps).items():
+                        scored_r.setdefault(key, []).append(v.cpu())
+                    refl_keep.append(res.third.detach().cpu())
+                    steps.append(torch.tensor([e["decodes"] for e in res.extra], dtype=torch.float))
+                    ks = torch.tensor([e["first_cfe_k"] if e["first_cfe_k"] is not None else float("nan")
+                                       for e in res.extra])
+                    scored.setdefault("first_cfe_k", []).append(ks)
+                else:
+                    steps.append(torch.tensor([e["steps"] for e in res.extra], dtype=torch.float))
+                cf_keep.append(x_cf.cpu())
+                if save_images:
+                    img_dir = out_dir / "images" / f"{ex.method}_{classes[s]}_to_{classes[t]}"
+                    for j in range(len(x)):
+                        render.save_png(x_cf[j].cpu(), img_dir / f"no{int(idx[b + j])}.png")
+            seconds = time.perf_counter() - t0
+            x_cf_all = torch.cat(cf_keep)
+            found_all = torch.cat(scored["found"]).bool()
+            row = _summarise(ex.method, classes[s], classes[t], scored, len(idx), gen_seconds, steps)
+            row["fail_pct"] = round(M.fail_rate(found_all), 3)
+            row["seconds_total"] = round(seconds, 3)
+            row["peak_memory_mb"] = M.peak_memory_mb(dev)
+            if feats is not None and real_feat is not None:
+                _realism(row, feats, x_all, x_cf_all, real_feat)
+            rows.append(row)
+            if ex.method == "mirror":
+                rrow = _summarise("mirror@reflection", classes[s], classes[t], scored_r, len(idx), gen_seconds, steps)
+                if feats is not None and real_feat is not None:
+                    _realism(rrow, feats, x_all, torch.cat(refl_keep), real_feat)
+                rows.append(rrow)
+            done += 1
+            if progress is not None:
+                progress({"completed": done, "total": total})
+    overall = _overall(rows)
+    doc = {"command": command, "model": str(ex0.folder), "dataset": dataset, "split": split, "n_per_pair": n,
+           "methods": methods, "pairs": [f"{classes[s]}:{classes[t]}" for s, t in pair_list],
+           "threshold": threshold, "options": options or {}, "device": str(dev), "oracle": oracle is not None,
+           "realism": "effnetlite0" if feats is not None else None,
+           "notes": {"denoised_valid": "validity after a 5x5 Gaussian blur, sigma 1",
+                     "l2": "root-mean-square pixel difference", "sparsity": "share of pixels changed by > 0.05",
+                     "fd_effnetlite0": "Frechet distance of EfficientNet-Lite0 ImageNet features (1280-d, 224 px) "
+                                       "between counterfactuals and real test images of the target class; not "
+                                       "comparable to published FID (Inception-v3)",
+                     "dfd_effnetlite0": "unlearned deep-feature distance on EfficientNet-Lite0 stages; not LPIPS",
+                     "steps": "engine steps to the threshold (optimisation methods) or decoder passes (mirror)"},
+           "rows": rows, "overall": overall, "machine": f"{platform.machine()} {torch.get_num_threads()} threads"}
+    _write_json(out_dir / "metrics.json", doc)
+    doc["metrics_path"] = str(out_dir / "metrics.json")
+    return doc
+
+
+def _summarise(method: str, s: str, t: str, scored: dict[str, list[torch.Tensor]], n: int, gen_seconds: float,
+               steps: list[torch.Tensor]) -> dict[str, Any]:
+    row: dict[str, Any] = {"method": method, "pair": f"{s}:{t}", "source": s, "target": t, "n": n}
+    for key, vals in scored.items():
+        v = torch.cat(vals).float()
+        if key in ("first_cfe_k",):
+            v = v[~v.isnan()]
+        row[key] = round(float(v.mean()), 5) if len(v) else None
+    st = torch.cat(steps)
+    row["steps_mean"] = round(float(st.mean()), 3)
+    row["seconds_per_cf"] = round(gen_seconds / max(n, 1), 6)
+    row["cf_per_second"] = round(n / max(gen_seconds, 1e-9), 2)
+    return row
+
+
+def _realism(row: dict[str, Any], feats: Any, x: torch.Tensor, x_cf: torch.Tensor, real_feat: torch.Tensor) -> None:
+    from cfe_cli import features
+    from cfe_cli import metrics as M
+
+    f_cf = features.embed(x_cf, feats)
+    row["fd_effnetlite0"] = round(M.frechet_distance(f_cf, real_feat), 4)
+    kd_mean, kd_std = M.kernel_distance(f_cf, real_feat, subsets=20, subset_size=min(len(f_cf), len(real_feat), 200))
+    row["kd_effnetlite0"] = round(kd_mean, 5)
+    dev = next(feats.parameters()).device
+    d = [features.deep_feature_distance(x[i:i + 64].to(dev), x_cf[i:i + 64].to(dev), feats).cpu()
+         for i in range(0, len(x), 64)]
+    row["dfd_effnetlite0"] = round(float(torch.cat(d).mean()), 5)
+
+
+def _overall(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """n-weighted means over pairs, per method."""
+    out = []
+    for method in dict.fromkeys(r["method"] for r in rows):
+        rs = [r for r in rows if r["method"] == method]
+        n = sum(r["n"] for r in rs)
+        agg: dict[str, Any] = {"method": method, "pair": "all", "n": n}
+        for key in rs[0]:
+            if key in ("method", "pair", "source", "target", "n", "peak_memory_mb"):
+                continue
+            vals = [(r.get(key), r["n"]) for r in rs if isinstance(r.get(key), (int, float))]
+            if vals:
+                agg[key] = round(sum(v * w for v, w in vals) / sum(w for _, w in vals), 5)
+        mem = [r.get("peak_memory_mb") for r in rs if r.get("peak_memory_mb") is not None]
+        agg["peak_memory_mb"] = max(mem) if mem else None
+        agg["cf_per_second"] = round(n / max(sum(r["seconds_per_cf"] * r["n"] for r in rs), 1e-9), 2)
+        out.append(agg)
+    return out

@@ -11,6 +11,7 @@ import functools
 import json
 import shlex
 import sys
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -69,7 +70,29 @@ def handle_errors(fn: F) -> F:
 
 @contextmanager
 def progress_bar(description: str, fields: tuple[str, ...]) -> Iterator[Callable[[dict[str, float]], None]]:
-    """A Rich progress bar fed by the library's progress callback dicts."""
+    """A Rich progress bar fed by the library's progress callback dicts.
+
+    When stderr is not a terminal (logs, CI) a plain line is printed at every 5 % instead.
+    """
+
+    def fmt(p: dict[str, float]) -> dict[str, str]:
+        return {f: (f"{p[f]:.4f}" if isinstance(p.get(f), float) else str(p.get(f, "-"))) for f in fields}
+
+    if not err_console.is_terminal:
+        start = time.perf_counter()
+        last = [-1]
+
+        def plain(p: dict[str, float]) -> None:
+            total = p.get("total") or 0
+            pct = int(100 * p.get("completed", 0) / total) if total else 0
+            if pct // 5 != last[0] // 5 or p.get("completed") == total:
+                last[0] = pct
+                shown = " ".join(f"{k} {v}" for k, v in fmt(p).items())
+                err_console.print(f"{description}: {p.get('completed')}/{total} ({pct} %) {shown} "
+                                  f"[{time.perf_counter() - start:.0f} s]", highlight=False)
+
+        yield plain
+        return
     cols = [TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
             *[TextColumn(f"{f} {{task.fields[{f}]}}") for f in fields],
             TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn()]
@@ -77,8 +100,7 @@ def progress_bar(description: str, fields: tuple[str, ...]) -> Iterator[Callable
         task = bar.add_task(description, total=None, **{f: "-" for f in fields})
 
         def update(p: dict[str, float]) -> None:
-            shown = {f: (f"{p[f]:.4f}" if isinstance(p.get(f), float) else str(p.get(f, "-"))) for f in fields}
-            bar.update(task, completed=p.get("completed", 0), total=p.get("total"), **shown)
+            bar.update(task, completed=p.get("completed", 0), total=p.get("total"), **fmt(p))
 
         yield update
 
@@ -337,11 +359,55 @@ def animate(
     _report(r, "videos")
 
 
-@app.command("evaluate", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+@app.command("evaluate")
 @handle_errors
-def evaluate() -> None:
-    """Score counterfactual methods with the papers' metrics."""
-    _pending("evaluate", "evaluate issue")
+def evaluate(
+    model: Model,
+    pairs: Annotated[str, typer.Option("--pairs", help="Comma-separated SOURCE:TARGET pairs, e.g. 8:3,3:8.")],
+    method: Annotated[str, typer.Option("--method", help="One or more methods, comma-separated: mirror,attack,pgd.")] = "mirror",
+    n: Annotated[int, typer.Option("--n", help="Images per pair (predicted as the source).")] = 1000,
+    split: Annotated[str, typer.Option("--split")] = "test",
+    out: Out = Path("out"),
+    save_images: Annotated[bool, typer.Option("--save-images", help="Also write every counterfactual PNG.")] = False,
+    batch_size: Batch = 256,
+    realism: Annotated[bool, typer.Option("--realism/--no-realism", help="EfficientNet-Lite0 FD/KD/DFD (cfe[metrics]).")] = True,
+    threshold: Threshold = 0.75,
+    steps: Steps = None,
+    lr: Lr = None,
+    lam: Lam = None,
+    p: PNorm = None,
+    alpha: Alpha = None,
+    eps: Eps = None,
+    norm: Norm = None,
+    seed: Seed = 0,
+    device: Device = "auto",
+    data_dir: DataDir = None,
+) -> None:
+    """Score methods with the papers' metrics on test images of the given pairs; writes metrics.json."""
+    from cfe_cli import api
+
+    methods = [m.strip() for m in method.split(",") if m.strip()]
+    with progress_bar("evaluate", ()) as update:
+        doc = api.evaluate(model, methods=methods, pairs=pairs, n=n, split=split, out=out, save_images=save_images,
+                           batch_size=batch_size, device=device, data_dir=data_dir, threshold=threshold,
+                           realism=realism, options=_options(steps, lr, lam, p, alpha, eps, norm), seed=seed,
+                           command=command_line(), progress=update)
+    cols = [("n", "n", "{}"), ("valid", "Val", "{:.3f}"), ("denoised_valid", "D.Val", "{:.3f}"),
+            ("oracle_valid", "O.Val", "{:.3f}"), ("fail_pct", "%Fail", "{:.1f}"), ("l1", "L1", "{:.3f}"),
+            ("l2", "L2", "{:.3f}"), ("sparsity", "Spars.", "{:.3f}"), ("ssim", "SSIM", "{:.3f}"),
+            ("cout", "COUT", "{:.3f}"), ("fd_effnetlite0", "FD-eff¹", "{:.2f}"), ("dfd_effnetlite0", "DFD-eff¹", "{:.3f}"),
+            ("steps_mean", "steps", "{:.1f}"), ("cf_per_second", "CF/s", "{:.1f}")]
+    t = Table(title=f"evaluate {doc['dataset']} ({doc['split']})",
+              caption="¹ EfficientNet-Lite0 features: not comparable to published FID / LPIPS")
+    cols = [c for c in cols if any(r.get(c[0]) is not None for r in doc["rows"])]
+    t.add_column("method")
+    t.add_column("pair")
+    for _, head, _ in cols:
+        t.add_column(head, justify="right")
+    for r in doc["rows"] + doc["overall"]:
+        t.add_row(r["method"], r["pair"], *[("-" if r.get(k) is None else fmt.format(r[k])) for k, _, fmt in cols])
+    console.print(t)
+    console.print(f"-> {doc['metrics_path']}")
 
 
 def main() -> None:

@@ -34,3 +34,18 @@ def need(dataset: str) -> Path:
     if DATA_ROOT is None or not (DATA_ROOT / dataset).is_dir():
         pytest.skip(f"dataset '{dataset}' not found under CFE_DATA_DIR ({DATA_ROOT})")
     return DATA_ROOT
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    """A tiny real model folder trained in seconds on MNIST: classifier, mirror decoder, VAE."""
+    from cfe_cli import api
+
+    root = need("mnist")
+    folder = tmp_path_factory.mktemp("tiny")
+    api.train_clf("mnist", out=folder, epochs=1, batch_size=64, max_steps=60, data_dir=root, device="cpu")
+    r = api.train_gen(folder, epochs=1, batch_size=32, max_steps=3, data_dir=root, device="cpu")
+    assert Path(r["path"]).is_file()
+    r = api.train_gen(folder, method="vae", epochs=3, batch_size=128, max_steps=150, data_dir=root, device="cpu")
+    assert Path(r["path"]).is_file()
+    return folder

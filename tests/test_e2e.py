@@ -21,16 +21,6 @@ REQUIRED = ("input", "name", "cf_path", "reflection_path", "source_pred", "sourc
             "first_cfe_k", "cf_pred", "cf_conf", "reflection_pred", "reflection_conf", "valid", "l1", "seconds")
 
 
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory) -> Path:
-    root = need("mnist")
-    folder = tmp_path_factory.mktemp("tiny")
-    api.train_clf("mnist", out=folder, epochs=1, batch_size=64, max_steps=40, data_dir=root, device="cpu")
-    r = api.train_gen(folder, epochs=1, batch_size=32, max_steps=3, data_dir=root, device="cpu")
-    assert Path(r["path"]).is_file()
-    return folder
-
-
 def test_tiny_explain_and_animate(tiny_model, tmp_path):
     root = need("mnist")
     out = tmp_path / "out"
