@@ -208,9 +208,13 @@ def train_gen(
 def _write_json(path: Path, obj: Any) -> None:
     import json
 
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2))
-    os.replace(tmp, path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        tmp.write_text(json.dumps(obj, indent=2))
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise InputError(f"cannot write {path}: {e.strerror or e}") from None
 
 
 def _out_dir(out: str | os.PathLike[str]) -> Path:
@@ -367,6 +371,7 @@ def explain(
     threshold: float = 0.75,
     seed: int = 0,
     options: dict[str, Any] | None = None,
+    resume: bool = False,
     command: str = "",
     progress: Progress | None = None,
 ) -> dict[str, Any]:
@@ -383,6 +388,11 @@ def explain(
         attributions: add attribute/descriptor scores (latent methods with probes) and a
             bar chart ``{name}_attributions.png``.
         options: method config overrides (e.g. ``{"lam": 10}`` for GCI).
+        resume: skip inputs whose outputs of a previous run in ``out`` are complete.
+
+    Every file is written under a temporary name and renamed, so a killed run never
+    leaves a half-written output; ``metrics.json`` and ``failures.json`` are rewritten
+    after every batch.
 
     Returns:
         ``{"results": [...], "failures": [...], "metrics_path": ..., "warnings": [...]}``;
@@ -395,6 +405,13 @@ def explain(
         raise InputError("--frames must be at least 2")
     if size < 160 or size % 2:
         raise InputError("--size must be an even number of pixels, at least 160")
+    if video:
+        import imageio_ffmpeg
+
+        try:
+            imageio_ffmpeg.get_ffmpeg_exe()
+        except RuntimeError:
+            raise InputError("ffmpeg is not available: reinstall imageio-ffmpeg (it bundles the binary)") from None
     ex = Explainer(model, method, device=device, threshold=threshold, seed=seed, **(options or {}))
     if attributions and ex.probes is None:
         raise InputError(f"--attributions needs latent probes: use --method attack/gci/cecas with a model "
@@ -402,6 +419,8 @@ def explain(
     classes, dev = ex.classes, ex.device
     tgt = class_index(target, classes, "target class") if target is not None else None
     out_dir = _out_dir(out)
+    for stale in out_dir.glob(".*.tmp"):  # temporaries of a killed run (never complete outputs)
+        stale.unlink(missing_ok=True)
     items = resolve_inputs(inputs, channels=ex.clf.config.in_channels, resolution=ex.clf.config.resolution,
                            data_dir=data_dir, classes=classes, label=label, strict=strict)
     if not items:
@@ -412,6 +431,13 @@ def explain(
     results: list[dict[str, Any]] = []
     used: set[str] = set()
     metrics_path = out_dir / "metrics.json"
+    skipped = 0
+    if resume:
+        previous = _complete_records(metrics_path, method, video, images)
+        results.extend(previous.values())
+        used.update(r["name"] for r in previous.values())
+        skipped = sum(1 for it in good if it.input in previous)
+        good = [it for it in good if it.input not in previous]
     doc = {"command": command, "model": str(ex.folder), "model_name": ex.folder.name, "method": method,
            "options": options or {}, "threshold": threshold, "classes": classes, "device": str(dev),
            "results": results, "failures": failures}
@@ -509,10 +535,36 @@ def explain(
             results.append(rec)
         done += len(batch)
         _write_json(metrics_path, doc)  # updated as batches finish
+        _write_json(out_dir / "failures.json", failures)
         if progress is not None:
             progress({"completed": done, "total": len(good)})
     _write_json(metrics_path, doc)
-    return {"results": results, "failures": failures, "warnings": warnings, "metrics_path": str(metrics_path)}
+    _write_json(out_dir / "failures.json", failures)
+    return {"results": results, "failures": failures, "warnings": warnings, "metrics_path": str(metrics_path),
+            "skipped": skipped}
+
+
+def _complete_records(metrics_path: Path, method: str, video: bool, images: bool) -> dict[str, dict[str, Any]]:
+    """Records of a previous run whose every output file exists (for ``--resume``), by input."""
+    import json
+
+    if not metrics_path.is_file():
+        return {}
+    try:
+        doc = json.loads(metrics_path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+    if doc.get("method") != method:
+        raise InputError(f"--resume: {metrics_path} is a '{doc.get('method')}' run, not '{method}'")
+    keys = [k for k in ("panel_path", "cf_path", "reflection_path", "reconstruction_path", "perturbation_path")
+            if images] + (["video_path"] if video else [])
+    out = {}
+    for rec in doc.get("results", []):
+        paths = [rec.get(k) for k in keys if rec.get(k)]
+        needed = (not images or rec.get("panel_path")) and (not video or rec.get("video_path"))
+        if needed and all(Path(p).is_file() for p in paths):
+            out[rec["input"]] = rec
+    return out
 
 
 def _first_hit(pred: torch.Tensor, target: int) -> int | None:

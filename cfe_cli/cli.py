@@ -61,6 +61,12 @@ def handle_errors(fn: F) -> F:
                 raise
             err_console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
             raise typer.Exit(1) from None
+        except OSError as e:  # disk full, permissions, … while writing outputs
+            if STATE["debug"]:
+                raise
+            where = f" {e.filename}" if getattr(e, "filename", None) else ""
+            err_console.print(f"[bold red]error:[/] {e.strerror or e}{where}", highlight=False, soft_wrap=True)
+            raise typer.Exit(1) from None
         except KeyboardInterrupt:
             err_console.print("[bold red]interrupted[/]")
             raise typer.Exit(130) from None
@@ -252,6 +258,7 @@ Out = Annotated[Path, typer.Option("--out", help="Output folder.")]
 Label = Annotated[str | None, typer.Option("--label", help="Ground-truth class of file inputs.")]
 Batch = Annotated[int, typer.Option("--batch-size", help="Inputs per batch.")]
 Strict = Annotated[bool, typer.Option("--strict", help="Refuse images of another size instead of resizing.")]
+Resume = Annotated[bool, typer.Option("--resume", help="Skip inputs whose outputs in --out are complete.")]
 
 
 def _report(r: dict[str, Any], what: str) -> None:
@@ -279,7 +286,9 @@ def _report(r: dict[str, Any], what: str) -> None:
     for f in r["failures"]:
         err_console.print(f"[red]failed:[/] {f['input']}: {f['error']}", highlight=False, soft_wrap=True)
     n_ok = sum(1 for rec in r["results"] if rec["valid"])
-    console.print(f"{len(r['results'])} explained, {n_ok} valid, {len(r['failures'])} failed -> {r['metrics_path']}")
+    skipped = f", {r['skipped']} already done (--resume)" if r.get("skipped") else ""
+    console.print(f"{len(r['results'])} explained, {n_ok} valid, {len(r['failures'])} failed{skipped} "
+                  f"-> {r['metrics_path']}")
     if r["failures"]:
         raise typer.Exit(1)
 
@@ -297,6 +306,7 @@ def explain(
     video: Annotated[bool, typer.Option("--video", help="Also write the MP4 morph video of each input.")] = False,
     attributions: Annotated[bool, typer.Option("--attributions", help="Latent methods: probe scores + chart.")] = False,
     strict: Strict = False,
+    resume: Resume = False,
     threshold: Threshold = 0.75,
     steps: Steps = None,
     lr: Lr = None,
@@ -315,7 +325,7 @@ def explain(
     with progress_bar("explain", ()) as update:
         r = api.explain(inputs, model=model, target=target, method=method, out=out, batch_size=batch_size,
                         device=device, label=label, data_dir=data_dir, video=video, strict=strict,
-                        attributions=attributions, threshold=threshold, seed=seed,
+                        attributions=attributions, threshold=threshold, seed=seed, resume=resume,
                         options=_options(steps, lr, lam, p, alpha, eps, norm), command=command_line(),
                         progress=update)
     _report(r, "counterfactuals")
@@ -335,6 +345,7 @@ def animate(
     batch_size: Batch = 16,
     label: Label = None,
     strict: Strict = False,
+    resume: Resume = False,
     threshold: Threshold = 0.75,
     steps: Steps = None,
     lr: Lr = None,
@@ -353,7 +364,7 @@ def animate(
     with progress_bar("animate", ()) as update:
         r = api.explain(inputs, model=model, target=target, method=method, out=out, batch_size=batch_size,
                         device=device, label=label, data_dir=data_dir, images=False, video=True, frames=frames,
-                        fps=fps, size=size, strict=strict, threshold=threshold, seed=seed,
+                        fps=fps, size=size, strict=strict, threshold=threshold, seed=seed, resume=resume,
                         options=_options(steps, lr, lam, p, alpha, eps, norm), command=command_line(),
                         progress=update)
     _report(r, "videos")

@@ -20,6 +20,7 @@ from __future__ import annotations
 import gzip
 import os
 import re
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,6 +55,7 @@ CELEBA_ATTRIBUTES = [
     "Rosy_Cheeks", "Sideburns", "Smiling", "Straight_Hair", "Wavy_Hair", "Wearing_Earrings",
     "Wearing_Hat", "Wearing_Lipstick", "Wearing_Necklace", "Wearing_Necktie", "Young",
 ]  # fmt: skip
+MAX_PIXELS = 50_000_000  # refuse larger images before decoding them
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
 IDX_FILES = {
     "train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
@@ -351,9 +353,13 @@ def load_image(
     if p.stat().st_size == 0:
         raise InputError(f"empty file: {p}")
     try:
-        with Image.open(p) as im:
-            im.load()
-            img = im.copy()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(p) as im:
+                if im.size[0] * im.size[1] > MAX_PIXELS:
+                    raise InputError(f"image too large ({im.size[0]}x{im.size[1]} pixels): {p}")
+                im.load()
+                img = im.copy()
     except UnidentifiedImageError:
         raise InputError(f"not an image file: {p}") from None
     except (OSError, SyntaxError, ValueError) as e:
@@ -361,13 +367,21 @@ def load_image(
     except Image.DecompressionBombError:
         raise InputError(f"image too large: {p}") from None
     mode = img.mode
-    if mode in ("1", "L", "I;16", "I;16B", "I;16L", "I", "F"):
-        if mode not in ("1", "L"):
-            arr = np.asarray(img, dtype=np.float64)
-            top = 65535.0 if mode.startswith("I") and arr.max() > 255 else 255.0
-            img = Image.fromarray(np.clip(arr / top * 255.0, 0, 255).astype(np.uint8))
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        raise InputError(f"unsupported image mode {mode} (16/32-bit) in {p}: save it as 8-bit grayscale or RGB")
+    if mode == "CMYK":
+        raise InputError(f"unsupported image mode CMYK in {p}: convert it to RGB first")
+    if mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")
+        mode = "RGBA"
+    if mode in ("LA", "RGBA", "PA", "La", "RGBa"):
+        alpha = np.asarray(img.getchannel("A"))
+        if alpha.min() < 255:
+            raise InputError(f"image with transparency (mode {mode}) in {p}: flatten it onto a background first")
+        img = img.convert("L" if mode.startswith("L") else "RGB")
+    elif mode in ("1", "L"):
         img = img.convert("L")
-    elif mode in ("P", "LA", "RGBA", "PA", "CMYK", "YCbCr", "RGB", "HSV", "LAB"):
+    elif mode in ("P", "RGB", "YCbCr", "HSV", "LAB", "RGBX"):
         img = img.convert("RGB")
     else:
         raise InputError(f"unsupported image mode {mode}: {p}")

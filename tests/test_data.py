@@ -109,9 +109,18 @@ def test_load_image_modes(tmp_path):
     x = load_image(grey)
     assert tuple(x.shape) == (1, 28, 28) and float(x.max()) == 1.0
     assert tuple(load_image(grey, channels=3).shape) == (3, 28, 28)
-    rgba = tmp_path / "a.png"
-    Image.new("RGBA", (40, 30), (255, 0, 0, 128)).save(rgba)
-    assert tuple(load_image(rgba, size=28).shape) == (3, 28, 28)
+    opaque = tmp_path / "o.png"
+    Image.new("RGBA", (40, 30), (255, 0, 0, 255)).save(opaque)
+    assert tuple(load_image(opaque, size=28).shape) == (3, 28, 28)
+    for mode, value, match in (("RGBA", (255, 0, 0, 128), "transparency"), ("CMYK", (0, 0, 0, 0), "CMYK"),
+                               ("I;16", 40000, "16/32-bit")):
+        path = tmp_path / f"m_{mode.replace(';', '')}.{'jpg' if mode == 'CMYK' else 'png'}"
+        Image.new(mode, (20, 20), value).save(path)
+        with pytest.raises(InputError, match=match):
+            load_image(path)
+    pal = tmp_path / "p.png"
+    Image.new("P", (20, 20), 3).save(pal)
+    assert tuple(load_image(pal).shape) == (3, 20, 20)
     bad = tmp_path / "bad.png"
     bad.write_bytes(b"not an image at all")
     with pytest.raises(InputError, match="not an image"):
