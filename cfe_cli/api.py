@@ -80,6 +80,7 @@ def train_clf(
     size: int | None = None,
     seed: int = 0,
     kind: str = "classifier",
+    init: str | os.PathLike[str] | None = None,
     max_steps: int | None = None,
     command: str = "",
     progress: Progress | None = None,
@@ -110,6 +111,15 @@ def train_clf(
     cfg = make_config(arch, in_channels=train.channels, num_classes=len(train.classes),
                       resolution=train.resolution, mean=mean, std=std)
     model = GAPClassifier(cfg)
+    history_before: list[Any] = []
+    if init is not None:  # fine-tune: start from a saved classifier of the same architecture
+        start = load_classifier(init)
+        if start.config != cfg:
+            cfg = start.config
+            model = GAPClassifier(cfg)
+        model.load_state_dict(start.model.state_dict())
+        history_before = [{"init": str(init), "command": start.info.get("command"),
+                           "history": start.info.get("history")}]
     tcfg = ClassifierTrainConfig(epochs=epochs or DEFAULT_EPOCHS.get(base, 15), batch_size=batch_size, lr=lr,
                                  augment=DEFAULT_AUGMENT.get(base, "shift"), seed=seed)
     result = train_classifier(model, train, test, tcfg, device=dev, progress=progress, max_steps=max_steps)
@@ -126,6 +136,7 @@ def train_clf(
         "n_test": len(test),
         "train": tcfg.__dict__,
         "history": result.history,
+        "earlier_training": history_before,
         "seconds": round(result.seconds, 1),
         "device": str(dev),
         "machine": f"{platform.machine()} {platform.processor() or ''} {torch.get_num_threads()} threads".strip(),

@@ -135,6 +135,7 @@ def train_clf(
     size: Annotated[int | None, typer.Option("--size", help="Resolution for CelebA (64 or 128) and folders.")] = None,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     oracle: Annotated[bool, typer.Option("--oracle", help="Write oracle.safetensors (independent classifier).")] = False,
+    init: Annotated[Path | None, typer.Option("--init", help="Fine-tune: start from this classifier.safetensors.")] = None,
     device: Device = "auto",
     data_dir: DataDir = None,
 ) -> None:
@@ -143,7 +144,7 @@ def train_clf(
 
     with progress_bar(f"train {dataset}", ("epoch", "loss", "acc")) as update:
         r = api.train_clf(dataset, out=out, arch=arch, epochs=epochs, batch_size=batch_size, lr=lr, device=device,
-                          data_dir=data_dir, size=size, seed=seed, kind="oracle" if oracle else "classifier",
+                          data_dir=data_dir, size=size, seed=seed, kind="oracle" if oracle else "classifier", init=init,
                           command=command_line(), progress=update)
     val = f", val accuracy {r['val_accuracy'] * 100:.2f} %" if r["val_accuracy"] is not None else ""
     console.print(f"[green]test accuracy {r['test_accuracy'] * 100:.2f} %[/]{val} "

@@ -175,8 +175,10 @@ class MirrorCFE:
         decoder: a :class:`~cfe_cli.models.generators.MirrorDecoder`.
         refine: ``"exact"`` (closed-form multi-class refinement), ``"lbfgs"`` or ``"none"``.
         grid: size of the k grid the 1st CFE is searched on (the videos' 100 by default).
-        coarse: number of evenly spaced grid points decoded first; the first hit is then
-            bisected on the fine grid (the boundary is crossed once along the path).
+        coarse: number of evenly spaced grid points in (0, 1] decoded first; the first hit
+            is then bisected on the fine grid (the boundary is crossed once between two
+            coarse points). 4 coarse points + 5 bisection rounds = 9 decoder passes instead
+            of 100.
 
     Example:
         >>> m = MirrorCFE(clf, dec)                       # doctest: +SKIP
@@ -184,7 +186,7 @@ class MirrorCFE:
     """
 
     def __init__(self, classifier: torch.nn.Module, decoder: torch.nn.Module, *, refine: str = "exact",
-                 grid: int = 100, coarse: int = 10) -> None:
+                 grid: int = 100, coarse: int = 4) -> None:
         self.clf = classifier
         self.dec = decoder
         self.refine = refine
@@ -244,7 +246,8 @@ class MirrorCFE:
         f_s, f_r, target = prep["f_s"], prep["f_r"], prep["target"]
         B = f_s.shape[0]
         dev = f_s.device
-        coarse_idx = torch.linspace(0, self.grid - 1, self.coarse).round().long().to(dev)  # (G,)
+        # k = 0 is the source itself, never a counterfactual: the coarse points are in (0, 1]
+        coarse_idx = torch.linspace(0, self.grid - 1, self.coarse + 1)[1:].round().long().to(dev)  # (G,)
         G = coarse_idx.shape[0]
         k = coarse_idx.to(f_s.dtype) / (self.grid - 1)
         f_k = interpolate(f_s, f_r, k).flatten(0, 1)  # (B*G, C, h, w)
@@ -257,7 +260,7 @@ class MirrorCFE:
         first = torch.where(found, hit.float().argmax(1), torch.full_like(target, G - 1))  # (B,) coarse position
         # bisection on the fine grid between the last miss and the first hit
         hi = coarse_idx[first]
-        lo = torch.where(first > 0, coarse_idx[(first - 1).clamp_min(0)], hi)
+        lo = torch.where(first > 0, coarse_idx[(first - 1).clamp_min(0)], torch.zeros_like(hi))
         best_x, best_p = x_k[rows, first], p_k[rows, first]
         decodes = torch.full((B,), G, device=dev)
         while bool(((hi - lo > 1) & found).any()):

@@ -1,0 +1,110 @@
+"""Speed benchmark: counterfactuals per second against batch size, peak memory, video render time.
+
+    python benchmarks/speed.py --model mnist --methods mirror,attack,pgd --batch-sizes 1,16,64,256 \
+        [--device cpu|cuda] [--n 512] [--json out/speed.json]
+
+Runs on test images of the model's dataset (``$CFE_DATA_DIR``), target = runner-up class.
+Mirror-CFE is timed for the whole explanation (features, reflection, 1st-CFE search);
+the optimisation methods until every sample passes the threshold (0.75) or the step cap.
+Also times one 100-frame 800×800 video: the batched decode of all frames and, separately,
+the CPU time of rendering + encoding beyond the model passes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import time
+from pathlib import Path
+
+import torch
+
+from cfe_cli import api
+from cfe_cli.data import load_dataset
+
+
+def _sync(dev: torch.device) -> None:
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+
+
+def bench(model: str, method: str, batch_sizes: list[int], n: int, device: str) -> list[dict]:
+    ex = api.Explainer(model, method, device=device)
+    data = load_dataset(ex.clf.info["dataset"], "test", size=ex.clf.config.resolution)
+    rows = []
+    for bs in batch_sizes:
+        x_all = data.images[: max(n, bs)]
+        ex.run(x_all[:bs].to(ex.device), None)  # warm-up
+        if ex.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(ex.device)
+        _sync(ex.device)
+        t0, done, valid = time.perf_counter(), 0, 0
+        for i in range(0, len(x_all) - bs + 1, bs):
+            x = x_all[i:i + bs].to(ex.device)
+            _, res = ex.run(x, None)
+            valid += int(res.found.sum())
+            done += len(x)
+        _sync(ex.device)
+        sec = time.perf_counter() - t0
+        mem = (torch.cuda.max_memory_allocated(ex.device) / 2**20 if ex.device.type == "cuda"
+               else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+        rows.append({"method": method, "batch_size": bs, "n": done, "seconds": round(sec, 3),
+                     "cf_per_second": round(done / sec, 1), "validity": round(valid / max(done, 1), 4),
+                     "peak_memory_mb": round(mem, 1), "device": str(ex.device)})
+        print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
+def video(model: str, device: str) -> dict:
+    from cfe_cli import render
+
+    ex = api.Explainer(model, "mirror", device=device)
+    data = load_dataset(ex.clf.info["dataset"], "test", size=ex.clf.config.resolution)
+    x = data.images[:1].to(ex.device)
+    t0 = time.perf_counter()
+    prep, res = ex.run(x, None, video_frames=100)
+    _sync(ex.device)
+    model_s = time.perf_counter() - t0
+    v = res.video
+    s, t = int(prep["source"][0]), int(prep["target"][0])
+    st = torch.tensor([s, t])
+    c0, w0 = time.process_time(), time.perf_counter()
+    ch0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    path = render.render_video(Path("/tmp/cfe_bench_video.mp4"), frames=v["x"][0].cpu(), source=x[0].cpu(),
+                               ks=v["ks"].cpu(), first_cf_index=None, intended=v["intended"][0].cpu()[:, st],
+                               predicted=v["predicted"][0].cpu()[:, st],
+                               distance=(v["x"][0].cpu() - x[0].cpu()).abs().mean(dim=(1, 2, 3)),
+                               source_name=ex.classes[s], target_name=ex.classes[t], size=800, fps=10)
+    ch1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    ffmpeg_cpu = (ch1.ru_utime + ch1.ru_stime) - (ch0.ru_utime + ch0.ru_stime)
+    out = {"frames": 100, "size": 800, "model_passes_s": round(model_s, 3),
+           "render_python_cpu_s": round(time.process_time() - c0, 3), "ffmpeg_cpu_s": round(ffmpeg_cpu, 3),
+           "render_wall_s": round(time.perf_counter() - w0, 3), "file": str(path)}
+    print(json.dumps(out), flush=True)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="mnist")
+    ap.add_argument("--methods", default="mirror,attack,pgd")
+    ap.add_argument("--batch-sizes", default="1,16,64,256")
+    ap.add_argument("--n", type=int, default=512)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--json", default=None)
+    a = ap.parse_args()
+    rows = []
+    for m in a.methods.split(","):
+        rows += bench(a.model, m, [int(b) for b in a.batch_sizes.split(",")], a.n, a.device)
+    vid = video(a.model, a.device)
+    doc = {"machine": f"{platform.machine()} {platform.processor()} torch threads {torch.get_num_threads()}",
+           "torch": torch.__version__, "rows": rows, "video": vid}
+    if a.json:
+        Path(a.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(a.json).write_text(json.dumps(doc, indent=2))
+
+
+if __name__ == "__main__":
+    main()
