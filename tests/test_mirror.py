@@ -33,7 +33,7 @@ def test_margin_scales_by_one_minus_two_k():
     torch.testing.assert_close(f_r.mean(dim=(2, 3)), mirror.reflect_vectors(f.mean(dim=(2, 3)), w_m, b_m, 1.0),
                                atol=1e-5, rtol=1e-5)
     ks = torch.linspace(0, 1, 7)
-    fk = mirror.interpolate(f, f_r, ks)  # (B, T, C, h, w)
+    fk = mirror.interpolate_grid(f, f_r, ks)  # (B, T, C, h, w)
     logits = fk.mean(dim=(3, 4)) @ W.T + b  # (B, T, K)
     rows = torch.arange(32)
     got = logits[rows, :, t] - logits[rows, :, s]  # (B, T)
@@ -48,7 +48,7 @@ def test_k_zero_returns_source_exactly():
     s, t = torch.tensor([0, 1, 2, 3]), torch.tensor([5, 6, 7, 8])
     f_r = mirror.mirror_features(f, W, b, s, t)
     assert torch.equal(mirror.interpolate(f, f_r, torch.zeros(4)), f)
-    assert torch.equal(mirror.interpolate(f, f_r, torch.zeros(3))[:, 0], f)
+    assert torch.equal(mirror.interpolate_grid(f, f_r, torch.zeros(4))[:, 0], f)  # T == B is no special case
 
 
 def test_binary_reflection_swaps_confidences():

@@ -180,9 +180,11 @@ def test_kill_during_batch_then_resume(tiny_model, tmp_path):
     cmd = [sys.executable, "-m", "cfe_cli", "explain", str(folder), "--model", str(tiny_model), "--out", str(out),
            "--batch-size", "4", "--device", "cpu"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
+    log = (tmp_path / "stderr.txt").open("w")
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=log)
+    deadline = time.time() + 300
     while time.time() < deadline:
+        assert proc.poll() is None, (tmp_path / "stderr.txt").read_text()[-2000:]
         m = out / "metrics.json"
         if m.is_file() and len(json.loads(m.read_text() or "{}").get("results", [])) >= 12:
             break

@@ -128,14 +128,19 @@ def mirror_features(f: Tensor, weight: Tensor, bias: Tensor, source: Tensor, tar
 
 
 def interpolate(f: Tensor, f_r: Tensor, k: Tensor) -> Tensor:
-    """f_k = f + k (f_r − f).
+    """f_k = f + k (f_r − f), one k per sample.
 
-    Shape: ``f, f_r (B, C, h, w)`` with ``k (B,)`` -> ``(B, C, h, w)``; with ``k (T,)``
-    and ``B`` samples -> ``(B, T, C, h, w)`` (every k for every sample).
+    Shape: ``f, f_r (B, C, h, w)``, ``k (B,)`` -> ``(B, C, h, w)``.
     """
-    if k.ndim == 1 and k.shape[0] == f.shape[0]:
-        return f + k.view(-1, 1, 1, 1) * (f_r - f)
-    return f.unsqueeze(1) + k.view(1, -1, 1, 1, 1) * (f_r - f).unsqueeze(1)
+    return f + k.view(-1, 1, 1, 1) * (f_r - f)
+
+
+def interpolate_grid(f: Tensor, f_r: Tensor, ks: Tensor) -> Tensor:
+    """Every k of a grid for every sample.
+
+    Shape: ``f, f_r (B, C, h, w)``, ``ks (T,)`` -> ``(B, T, C, h, w)``.
+    """
+    return f.unsqueeze(1) + ks.view(1, -1, 1, 1, 1) * (f_r - f).unsqueeze(1)
 
 
 def spatial_prior_mask(f_k: Tensor, weight: Tensor, source: Tensor, target: Tensor, k: Tensor, *,
@@ -250,7 +255,7 @@ class MirrorCFE:
         coarse_idx = torch.linspace(0, self.grid - 1, self.coarse + 1)[1:].round().long().to(dev)  # (G,)
         G = coarse_idx.shape[0]
         k = coarse_idx.to(f_s.dtype) / (self.grid - 1)
-        f_k = interpolate(f_s, f_r, k).flatten(0, 1)  # (B*G, C, h, w)
+        f_k = interpolate_grid(f_s, f_r, k).flatten(0, 1)  # (B*G, C, h, w)
         x_k = self.dec(f_k)
         p_k = self.probs(x_k).view(B, G, -1)  # (B, G, K)
         x_k = x_k.view(B, G, *x_k.shape[1:])
@@ -296,7 +301,7 @@ class MirrorCFE:
         f_s, f_r = prep["f_s"], prep["f_r"]
         B = f_s.shape[0]
         ks = k_grid(frames).to(f_s.device)
-        f_k = interpolate(f_s, f_r, ks).flatten(0, 1)  # (B*T, C, h, w)
+        f_k = interpolate_grid(f_s, f_r, ks).flatten(0, 1)  # (B*T, C, h, w)
         xs, ps = [], []
         for i in range(0, f_k.shape[0], chunk):
             xi = self.dec(f_k[i:i + chunk])
