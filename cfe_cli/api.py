@@ -95,13 +95,7 @@ def train_clf(
         raise InputError(f"unknown architecture '{arch}'; known: {', '.join(ARCHS)}")
     if epochs is not None and epochs < 1:
         raise InputError("--epochs must be at least 1")
-    out_dir = Path(out)
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise InputError(f"cannot create output folder {out_dir}: {e.strerror}") from None
-    if not os.access(out_dir, os.W_OK):
-        raise InputError(f"output folder is not writable: {out_dir}")
+    out_dir = _out_dir(out)
     seed_everything(seed)
     train = load_dataset(dataset, "train", root=data_dir, size=size)
     test = load_dataset(dataset, "test", root=data_dir, size=size or train.resolution)
