@@ -17,7 +17,7 @@ import torch
 
 from cfe_cli.data import Dataset, dataset_summary, load_dataset
 from cfe_cli.errors import InputError
-from cfe_cli.models.classifiers import ARCHS, GAPClassifier, default_arch, make_config
+from cfe_cli.models.classifiers import ARCHS, ClassifierConfig, GAPClassifier, default_arch, make_config
 from cfe_cli.models.weights import (
     LoadedClassifier,
     list_models,
@@ -157,10 +157,18 @@ def train_gen(
     data_dir: str | os.PathLike[str] | None = None,
     seed: int = 0,
     max_steps: int | None = None,
+    classifier: str | None = None,
+    weights: str | os.PathLike[str] | None = None,
+    out: str | os.PathLike[str] | None = None,
     command: str = "",
     progress: Progress | None = None,
 ) -> dict[str, Any]:
     """Train a generator for a model folder against its frozen classifier.
+
+    With ``classifier`` (``module:factory`` + safetensors ``weights``, or a TorchScript file) the
+    Mirror-CFE decoder is trained against that user classifier on the folder's dataset and written
+    to ``out`` (a ``.safetensors`` file; it records the classifier's sha256). ``out`` may also
+    redirect the output of a folder's own generator.
 
     ``method="mirror"`` writes ``<model>/mirror.safetensors`` (the Mirror-CFE decoder);
     ``method="vae"`` writes ``<model>/vae.safetensors`` (conv VAE for the latent methods)
@@ -174,7 +182,17 @@ def train_gen(
         raise InputError(f"unknown generator method '{method}'; available: mirror, vae")
     dev = resolve_device(device)
     folder = resolve_model(model)
-    loaded = load_classifier(folder / "classifier.safetensors", dev)
+    if classifier is not None and method != "mirror":
+        raise InputError("--classifier is for --method mirror: the VAE models the data and serves any classifier")
+    if classifier is not None and out is None:
+        raise InputError("--classifier needs --out FILE.safetensors (the model folder's decoder belongs to its "
+                         "own classifier)")
+    if out is not None and Path(out).suffix != ".safetensors":
+        raise InputError(f"--out must name a .safetensors file; got {out}")
+    loaded = load_any_classifier(folder, dev, classifier, weights)
+    if loaded.info.get("mirror_problem"):
+        raise InputError(f"Mirror-CFE needs logits = W·GAP(features) + b, and this classifier has "
+                         f"{loaded.info['mirror_problem']}")
     dataset = loaded.info.get("dataset")
     if not dataset:
         raise InputError(f"{folder} does not name its dataset; cannot pick training data")
@@ -192,18 +210,25 @@ def train_gen(
     loaded.model.cpu()
     m = MirrorCFE(loaded.model, dec)
     x = test.images[:200]
-    out = m.explain(x)
-    valid = float(out["found"].float().mean())
-    refl = float((out["reflection_probs"].argmax(1) == out["target"]).float().mean())
-    l1 = float((out["x_cf"] - x).abs().mean(dim=(1, 2, 3))[out["found"]].mean()) if out["found"].any() else None
+    res = m.explain(x)
+    valid = float(res["found"].float().mean())
+    refl = float((res["reflection_probs"].argmax(1) == res["target"]).float().mean())
+    l1 = float((res["x_cf"] - x).abs().mean(dim=(1, 2, 3))[res["found"]].mean()) if res["found"].any() else None
     with torch.inference_mode():
         rec = float((dec(loaded.model.features(x)) - x).abs().mean())
     info = {"dataset": dataset, "classes": loaded.classes, "method": method, "train": cfg.__dict__,
             "history": history, "seconds": round(seconds, 1), "device": str(dev), "command": command,
             "check": {"n": len(x), "target": "runner-up", "validity": valid, "reflection_validity": refl,
                       "l1": l1, "reconstruction_l1": rec},
-            "trained_at": time.strftime("%Y-%m-%d %H:%M:%S"), "torch": torch.__version__}
-    path = save_module(folder / f"{method}.safetensors", dec, kind=method, config=dec.config.to_dict(), info=info)
+            "trained_at": time.strftime("%Y-%m-%d %H:%M:%S"), "torch": torch.__version__,
+            "classifier_sha256": loaded.info.get("classifier_sha256") or file_sha256_of(loaded.path)}
+    if classifier is not None:
+        info["external_classifier"] = classifier
+    target = Path(out) if out is not None else folder / f"{method}.safetensors"
+    try:
+        path = save_module(target, dec, kind=method, config=dec.config.to_dict(), info=info)
+    except OSError as e:
+        raise InputError(f"cannot write {target}: {e.strerror or e}") from None
     return {"path": str(path), "seconds": seconds, "history": history, **info["check"]}
 
 
@@ -233,6 +258,68 @@ def _out_dir(out: str | os.PathLike[str]) -> Path:
     return d
 
 
+def load_any_classifier(folder: Path, device: torch.device, classifier: str | None = None,
+                        weights: str | os.PathLike[str] | None = None) -> LoadedClassifier:
+    """The model folder's classifier, or a user's own (``module:factory`` + safetensors, or TorchScript).
+
+    A user's classifier takes the folder's dataset, class names and resolution; its info records
+    ``external`` (the spec) and ``classifier_sha256`` (of its weights or TorchScript file).
+    """
+    if classifier is None:
+        if weights is not None:
+            raise InputError("--weights goes with --classifier module:factory")
+        return load_classifier(folder / "classifier.safetensors", device)
+    from cfe_cli.models.external import file_sha256, wrap_classifier
+    from cfe_cli.models.weights import read_metadata
+
+    meta = read_metadata(folder / "classifier.safetensors")
+    cfg = ClassifierConfig.from_dict(meta["config"])
+    classes = list(meta["info"]["classes"])
+    wrapped = wrap_classifier(classifier, weights, resolution=cfg.resolution, channels=cfg.in_channels,
+                              num_classes=len(classes), device=device)
+    src = Path(weights) if weights is not None else Path(classifier)
+    info = {"dataset": meta["info"].get("dataset"), "classes": classes, "external": classifier,
+            "classifier_sha256": file_sha256(src), "mirror_problem": wrapped.mirror_problem}
+    return LoadedClassifier(wrapped, cfg, info, src)  # type: ignore[arg-type]
+
+
+def _mirror_decoder(folder: Path, clf: LoadedClassifier, device: torch.device,
+                    decoder: str | os.PathLike[str] | None) -> torch.nn.Module:
+    """The Mirror-CFE decoder for ``clf``: ``--decoder FILE`` or the folder's ``mirror.safetensors``."""
+    from cfe_cli.models.weights import load_decoder
+
+    external = clf.info.get("external")
+    if external and clf.info.get("mirror_problem"):
+        raise InputError(f"Mirror-CFE needs logits = W·GAP(features) + b, and this classifier has "
+                         f"{clf.info['mirror_problem']}; the latent methods (attack, gci, cecas, pgd) "
+                         "work with any classifier")
+    if decoder is None:
+        if external:
+            raise InputError("a decoder is trained for one classifier: train one for yours with "
+                             f"cfe train-gen --model {folder.name} --classifier {external} ... --method mirror "
+                             "--out FILE, then pass --decoder FILE")
+        dec, _ = load_decoder(folder, "mirror", device)
+        return dec
+    path = Path(decoder)
+    dec, info = load_decoder(path.parent, device=device, file=path)
+    want = clf.info.get("classifier_sha256") or file_sha256_of(clf.path)
+    have = info.get("classifier_sha256")
+    cfg = dec.config  # type: ignore[attr-defined]
+    if cfg.feat_channels != clf.model.feature_dim:
+        raise InputError(f"{path} was trained for another classifier (it decodes {cfg.feat_channels}-channel "
+                         f"features, this classifier has {clf.model.feature_dim})")
+    if have != want and (have or external):
+        what = f"sha256 {have[:12]}…" if have else "it records no classifier sha256"
+        raise InputError(f"{path} was trained for another classifier ({what}; this one is {want[:12]}…)")
+    return dec
+
+
+def file_sha256_of(path: Path) -> str:
+    from cfe_cli.models.external import file_sha256
+
+    return file_sha256(path)
+
+
 @dataclass
 class _Batch:
     """What one method returns for a batch, in the shared output contract."""
@@ -256,7 +343,9 @@ class Explainer:
     """
 
     def __init__(self, model: str | os.PathLike[str], method: str = "mirror", *, device: str = "auto",
-                 threshold: float = 0.75, seed: int = 0, **options: Any) -> None:
+                 threshold: float = 0.75, seed: int = 0, classifier: str | None = None,
+                 weights: str | os.PathLike[str] | None = None, decoder: str | os.PathLike[str] | None = None,
+                 **options: Any) -> None:
         from cfe_cli.methods import LATENT, METHODS
 
         if method not in METHODS:
@@ -264,7 +353,7 @@ class Explainer:
         self.method = method
         self.device = resolve_device(device)
         self.folder = resolve_model(model)
-        self.clf = load_classifier(self.folder / "classifier.safetensors", self.device)
+        self.clf = load_any_classifier(self.folder, self.device, classifier, weights)
         self.classes = self.clf.classes
         self.threshold = threshold
         self.seed = seed
@@ -273,9 +362,8 @@ class Explainer:
         self.probes = None
         if method == "mirror":
             from cfe_cli.methods.mirror import MirrorCFE
-            from cfe_cli.models.weights import load_decoder
 
-            dec, _ = load_decoder(self.folder, "mirror", self.device)
+            dec = _mirror_decoder(self.folder, self.clf, self.device, decoder)
             self.mirror = MirrorCFE(self.clf.model, dec)
         elif method in LATENT:
             from cfe_cli.models.weights import load_probes, load_vae
@@ -377,6 +465,9 @@ def explain(
     seed: int = 0,
     options: dict[str, Any] | None = None,
     resume: bool = False,
+    classifier: str | None = None,
+    weights: str | os.PathLike[str] | None = None,
+    decoder: str | os.PathLike[str] | None = None,
     command: str = "",
     progress: Progress | None = None,
 ) -> dict[str, Any]:
@@ -394,6 +485,9 @@ def explain(
             bar chart ``{name}_attributions.png``.
         options: method config overrides (e.g. ``{"lam": 10}`` for GCI).
         resume: skip inputs whose outputs of a previous run in ``out`` are complete.
+        classifier, weights: explain a user's own classifier (``module:factory`` + safetensors
+            ``weights``, or a TorchScript file) on the model folder's data and generators;
+            ``decoder``: a Mirror-CFE decoder trained for it (``train_gen(..., classifier=..., out=...)``).
 
     Every file is written under a temporary name and renamed, so a killed run never
     leaves a half-written output; ``metrics.json`` and ``failures.json`` are rewritten
@@ -417,7 +511,8 @@ def explain(
             imageio_ffmpeg.get_ffmpeg_exe()
         except RuntimeError:
             raise InputError("ffmpeg is not available: reinstall imageio-ffmpeg (it bundles the binary)") from None
-    ex = Explainer(model, method, device=device, threshold=threshold, seed=seed, **(options or {}))
+    ex = Explainer(model, method, device=device, threshold=threshold, seed=seed, classifier=classifier,
+                   weights=weights, decoder=decoder, **(options or {}))
     if attributions and ex.probes is None:
         raise InputError(f"--attributions needs latent probes: use --method attack/gci/cecas with a model "
                          f"that has probes.safetensors (cfe train-gen --model {ex.folder.name} --method vae)")
@@ -687,6 +782,10 @@ def evaluate(
     cout_steps: int = 20,
     options: dict[str, Any] | None = None,
     seed: int = 0,
+    global_attributions: bool = False,
+    classifier: str | None = None,
+    weights: str | os.PathLike[str] | None = None,
+    decoder: str | os.PathLike[str] | None = None,
     command: str = "",
     progress: Progress | None = None,
 ) -> dict[str, Any]:
@@ -699,6 +798,11 @@ def evaluate(
     ``mirror@reflection`` rows). Realism (``fd_effnetlite0``, ``kd_effnetlite0`` per pair
     against real images of class t; ``dfd_effnetlite0`` per sample) needs ``cfe[metrics]``.
 
+    ``global_attributions`` (latent methods with probes): the global attribution ranking of
+    every pair — the mean over valid counterfactuals of each descriptor's (attribute's) change
+    in predicted probability — written to ``out/global_attributions.json`` with a bar chart
+    ``out/global_{method}_{s}_to_{t}.png`` per method and pair.
+
     Returns:
         the metrics.json document (also written to ``out/metrics.json``).
     """
@@ -708,11 +812,16 @@ def evaluate(
     out_dir = _out_dir(out)
     if n < 1:
         raise InputError("--n must be at least 1")
-    explainers = [Explainer(model, m, device=device, threshold=threshold, seed=seed, **(options or {}))
+    explainers = [Explainer(model, m, device=device, threshold=threshold, seed=seed, classifier=classifier,
+                            weights=weights, decoder=decoder, **(options or {}))
                   for m in methods]
     ex0 = explainers[0]
     classes, dev = ex0.classes, ex0.device
     pair_list = _parse_pairs(pairs, classes)
+    if global_attributions and not any(ex.probes is not None for ex in explainers):
+        raise InputError(f"--global needs latent probes: use --method attack, gci or cecas with a model that has "
+                         f"probes.safetensors (cfe train-gen --model {ex0.folder.name} --method vae)")
+    global_rows: list[dict[str, Any]] = []
     dataset = ex0.clf.info.get("dataset")
     if not dataset:
         raise InputError(f"{ex0.folder} does not name its dataset")
@@ -777,12 +886,20 @@ def evaluate(
                     scored.setdefault("first_cfe_k", []).append(ks)
                 else:
                     steps.append(torch.tensor([e["steps"] for e in res.extra], dtype=torch.float))
+                if global_attributions and ex.probes is not None:
+                    from cfe_cli.attributions import local_scores
+
+                    local = local_scores(ex.probes, prep["z0"].detach(), prep["z_cf"].detach()).cpu()
+                    scored.setdefault("_local", []).append(local[res.found.cpu()])
                 cf_keep.append(x_cf.cpu())
                 if save_images:
                     img_dir = out_dir / "images" / f"{ex.method}_{classes[s]}_to_{classes[t]}"
                     for j in range(len(x)):
                         render.save_png(x_cf[j].cpu(), img_dir / f"no{int(idx[b + j])}.png")
             seconds = time.perf_counter() - t0
+            if "_local" in scored:
+                global_rows.append(_global_ranking(ex, classes[s], classes[t], torch.cat(scored.pop("_local")),
+                                                   out_dir))
             x_cf_all = torch.cat(cf_keep)
             found_all = torch.cat(scored["found"]).bool()
             row = _summarise(ex.method, classes[s], classes[t], scored, len(idx), gen_seconds, steps)
@@ -813,9 +930,35 @@ def evaluate(
                      "dfd_effnetlite0": "unlearned deep-feature distance on EfficientNet-Lite0 stages; not LPIPS",
                      "steps": "engine steps to the threshold (optimisation methods) or decoder passes (mirror)"},
            "rows": rows, "overall": overall, "machine": f"{platform.machine()} {torch.get_num_threads()} threads"}
+    if global_rows:
+        _write_json(out_dir / "global_attributions.json",
+                    {"command": command, "model": str(ex0.folder), "dataset": dataset, "split": split,
+                     "definition": "S_j = mean over valid counterfactuals of p_j(z_cf) - p_j(z_source), p_j the "
+                                   "logistic probe of descriptor j on the VAE latent code",
+                     "rankings": global_rows})
+        doc["global_attributions"] = str(out_dir / "global_attributions.json")
     _write_json(out_dir / "metrics.json", doc)
     doc["metrics_path"] = str(out_dir / "metrics.json")
     return doc
+
+
+def _global_ranking(ex: Explainer, s: str, t: str, local: torch.Tensor, out_dir: Path) -> dict[str, Any]:
+    """Global attribution ranking of one method and pair (signed mean of local scores, by magnitude)."""
+    from cfe_cli.attributions import bar_chart, global_scores
+
+    names = ex.probes.names  # type: ignore[union-attr]
+    if len(local):
+        g = global_scores(local).tolist()
+        sd = local.std(0).tolist() if len(local) > 1 else [0.0] * len(names)
+    else:
+        g, sd = [0.0] * len(names), [0.0] * len(names)
+    order = sorted(range(len(names)), key=lambda i: -abs(g[i]))
+    chart = out_dir / f"global_{ex.method}_{s}_to_{t}.png".replace(" ", "_")
+    bar_chart(names, g, f"{ex.method}: {s} -> {t}, global attribution (n={len(local)})", chart, top=12)
+    return {"method": ex.method, "pair": f"{s}:{t}", "n": len(local), "chart": str(chart),
+            "ranking": [{"name": names[i], "score": round(g[i], 5), "std": round(sd[i], 5),
+                         "probe_accuracy": round(float(ex.probes.accuracy[i]), 4)}  # type: ignore[union-attr]
+                        for i in order]}
 
 
 def _summarise(method: str, s: str, t: str, scored: dict[str, list[torch.Tensor]], n: int, gen_seconds: float,

@@ -207,6 +207,14 @@ def _pending(name: str, issue: str) -> None:
 Model = Annotated[str, typer.Option("--model", help="Model name (weights/NAME) or folder.")]
 
 
+UserClf = Annotated[str | None, typer.Option(
+    "--classifier", help="Your own classifier: module:factory (with --weights) or a TorchScript file; "
+    "--model then gives the data, classes and generators.")]
+UserWeights = Annotated[Path | None, typer.Option("--weights", help="safetensors state dict for --classifier.")]
+UserDecoder = Annotated[Path | None, typer.Option(
+    "--decoder", help="Mirror-CFE decoder trained for --classifier (cfe train-gen ... --out FILE).")]
+
+
 @app.command("train-gen")
 @handle_errors
 def train_gen(
@@ -217,6 +225,10 @@ def train_gen(
     lr: Annotated[float | None, typer.Option("--lr", help="Default 2e-4 (mirror), 1e-3 (vae).")] = None,
     max_steps: Annotated[int | None, typer.Option("--max-steps", help="Stop after this many steps (quick runs).")] = None,
     seed: Annotated[int, typer.Option("--seed")] = 0,
+    classifier: UserClf = None,
+    weights: UserWeights = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Write the generator to this .safetensors file "
+                                             "(required with --classifier).")] = None,
     device: Device = "auto",
     data_dir: DataDir = None,
 ) -> None:
@@ -226,7 +238,8 @@ def train_gen(
     fields = ("epoch", "cls", "adv", "rec", "fea", "tri", "d") if method == "mirror" else ("epoch", "rec", "kl")
     with progress_bar(f"train-gen {method}", fields) as update:
         r = api.train_gen(model, method=method, epochs=epochs, batch_size=batch_size, lr=lr, device=device,
-                          data_dir=data_dir, seed=seed, max_steps=max_steps, command=command_line(), progress=update)
+                          data_dir=data_dir, seed=seed, max_steps=max_steps, classifier=classifier, weights=weights,
+                          out=out, command=command_line(), progress=update)
     if method == "vae":
         console.print(f"[green]VAE[/] -> {r['path']} ({r['seconds']:.0f} s); test reconstruction L1 "
                       f"{r['reconstruction_l1']:.4f}, classifier accuracy on reconstructions "
@@ -317,6 +330,9 @@ def explain(
     eps: Eps = None,
     norm: Norm = None,
     seed: Seed = 0,
+    classifier: UserClf = None,
+    weights: UserWeights = None,
+    decoder: UserDecoder = None,
     device: Device = "auto",
     data_dir: DataDir = None,
 ) -> None:
@@ -327,8 +343,8 @@ def explain(
         r = api.explain(inputs, model=model, target=target, method=method, out=out, batch_size=batch_size,
                         device=device, label=label, data_dir=data_dir, video=video, strict=strict,
                         attributions=attributions, threshold=threshold, seed=seed, resume=resume,
-                        options=_options(steps, lr, lam, p, alpha, eps, norm), command=command_line(),
-                        progress=update)
+                        options=_options(steps, lr, lam, p, alpha, eps, norm), classifier=classifier,
+                        weights=weights, decoder=decoder, command=command_line(), progress=update)
     _report(r, "counterfactuals")
 
 
@@ -356,6 +372,9 @@ def animate(
     eps: Eps = None,
     norm: Norm = None,
     seed: Seed = 0,
+    classifier: UserClf = None,
+    weights: UserWeights = None,
+    decoder: UserDecoder = None,
     device: Device = "auto",
     data_dir: DataDir = None,
 ) -> None:
@@ -366,8 +385,8 @@ def animate(
         r = api.explain(inputs, model=model, target=target, method=method, out=out, batch_size=batch_size,
                         device=device, label=label, data_dir=data_dir, images=False, video=True, frames=frames,
                         fps=fps, size=size, strict=strict, threshold=threshold, seed=seed, resume=resume,
-                        options=_options(steps, lr, lam, p, alpha, eps, norm), command=command_line(),
-                        progress=update)
+                        options=_options(steps, lr, lam, p, alpha, eps, norm), classifier=classifier,
+                        weights=weights, decoder=decoder, command=command_line(), progress=update)
     _report(r, "videos")
 
 
@@ -392,6 +411,10 @@ def evaluate(
     eps: Eps = None,
     norm: Norm = None,
     seed: Seed = 0,
+    global_attr: Annotated[bool, typer.Option("--global", help="Latent methods: global attribution ranking + chart.")] = False,
+    classifier: UserClf = None,
+    weights: UserWeights = None,
+    decoder: UserDecoder = None,
     device: Device = "auto",
     data_dir: DataDir = None,
 ) -> None:
@@ -403,7 +426,8 @@ def evaluate(
         doc = api.evaluate(model, methods=methods, pairs=pairs, n=n, split=split, out=out, save_images=save_images,
                            batch_size=batch_size, device=device, data_dir=data_dir, threshold=threshold,
                            realism=realism, options=_options(steps, lr, lam, p, alpha, eps, norm), seed=seed,
-                           command=command_line(), progress=update)
+                           global_attributions=global_attr, classifier=classifier, weights=weights,
+                           decoder=decoder, command=command_line(), progress=update)
     cols = [("n", "n", "{}"), ("valid", "Val", "{:.3f}"), ("denoised_valid", "D.Val", "{:.3f}"),
             ("oracle_valid", "O.Val", "{:.3f}"), ("fail_pct", "%Fail", "{:.1f}"), ("l1", "L1", "{:.3f}"),
             ("l2", "L2", "{:.3f}"), ("sparsity", "Spars.", "{:.3f}"), ("ssim", "SSIM", "{:.3f}"),
@@ -419,6 +443,12 @@ def evaluate(
     for r in doc["rows"] + doc["overall"]:
         t.add_row(r["method"], r["pair"], *[("-" if r.get(k) is None else fmt.format(r[k])) for k, _, fmt in cols])
     console.print(t)
+    if doc.get("global_attributions"):
+        import json
+
+        for g in json.loads(Path(doc["global_attributions"]).read_text())["rankings"]:
+            top = ", ".join(f"{r['name']} {r['score']:+.3f}" for r in g["ranking"][:5])
+            console.print(f"global attribution {g['method']} {g['pair']} (n={g['n']}): {top} -> {g['chart']}")
     console.print(f"-> {doc['metrics_path']}")
 
 

@@ -182,41 +182,42 @@ def list_models() -> list[dict[str, Any]]:
     return list(found.values())
 
 
-def load_decoder(folder: str | os.PathLike[str], kind: str = "mirror",
-                 device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
-    """Load a model folder's Mirror-CFE decoder (``mirror.safetensors``)."""
-    from cfe_cli.models.generators import DecoderConfig, MirrorDecoder
+def _load_generator(folder: str | os.PathLike[str], kind: str, device: str | torch.device,
+                    file: str | os.PathLike[str] | None = None) -> tuple[nn.Module, dict[str, Any]]:
+    """Load a generator (``mirror`` decoder or ``vae``) of a model folder, or from ``file``."""
+    from cfe_cli.models.generators import ConvVAE, DecoderConfig, MirrorDecoder, VAEConfig
 
-    path = Path(folder) / f"{kind}.safetensors"
+    builders = {"mirror": (MirrorDecoder, DecoderConfig), "vae": (ConvVAE, VAEConfig)}
+    path = Path(file) if file is not None else Path(folder) / f"{kind}.safetensors"
     if not path.is_file():
+        if file is not None:
+            raise WeightsError(f"generator file not found: {path}")
         raise WeightsError(f"model '{Path(folder).name}' has no {kind} generator ({path} missing); "
                            f"train one with: cfe train-gen --model {Path(folder).name} --method {kind}")
     meta = read_metadata(path)
-    if meta["kind"] != kind:
+    if file is not None:
+        kind = meta["kind"]
+    if meta["kind"] != kind or kind not in builders:
         raise WeightsError(f"{path} holds a '{meta['kind']}', not a {kind} generator")
+    module_cls, config_cls = builders[kind]
     try:
-        dec = MirrorDecoder(DecoderConfig.from_dict(meta["config"]))
+        module = module_cls(config_cls.from_dict(meta["config"]))
     except (TypeError, ValueError) as e:
-        raise WeightsError(f"bad decoder config in {path}: {e}") from None
-    load_state(path, dec)
-    return dec.eval().requires_grad_(False).to(device), meta["info"]
+        raise WeightsError(f"bad {kind} config in {path}: {e}") from None
+    load_state(path, module)
+    return module.eval().requires_grad_(False).to(device), meta["info"]
+
+
+def load_decoder(folder: str | os.PathLike[str], kind: str = "mirror", device: str | torch.device = "cpu",
+                 file: str | os.PathLike[str] | None = None) -> tuple[nn.Module, dict[str, Any]]:
+    """Load a model folder's Mirror-CFE decoder (``mirror.safetensors``), or ``file``."""
+    dec, info = _load_generator(folder, "mirror", device, file)
+    return dec, info
 
 
 def load_vae(folder: str | os.PathLike[str], device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
     """Load a model folder's conv VAE (``vae.safetensors``) for the latent methods."""
-    from cfe_cli.models.generators import ConvVAE, VAEConfig
-
-    path = Path(folder) / "vae.safetensors"
-    if not path.is_file():
-        raise WeightsError(f"model '{Path(folder).name}' has no VAE ({path} missing); "
-                           f"train one with: cfe train-gen --model {Path(folder).name} --method vae")
-    meta = read_metadata(path)
-    try:
-        vae = ConvVAE(VAEConfig.from_dict(meta["config"]))
-    except (TypeError, ValueError) as e:
-        raise WeightsError(f"bad VAE config in {path}: {e}") from None
-    load_state(path, vae)
-    return vae.eval().requires_grad_(False).to(device), meta["info"]
+    return _load_generator(folder, "vae", device)
 
 
 def save_probes(path: str | os.PathLike[str], probes: Any, info: dict[str, Any]) -> Path:
