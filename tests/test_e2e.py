@@ -101,3 +101,35 @@ def test_shipped_mnist_flips_prediction(tmp_path):
                 assert Path(rec["cf_path"]).is_file()
     assert len(records) == 24
     assert sum(r["valid"] for r in records) >= 22  # measured on 1,200 images: validity 0.99
+
+
+def test_global_attributions_are_the_mean_of_local_scores(tmp_path):
+    """`evaluate --global` ranks descriptors by the mean of the per-input scores `explain --attributions` gives."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from cfe_cli import api
+    from cfe_cli.cli import app
+    from cfe_cli.data import load_dataset
+
+    root = need("mnist")
+    r = CliRunner().invoke(app, ["evaluate", "--model", "mnist", "--method", "attack", "--pairs", "8:3", "--n", "12",
+                                 "--global", "--no-realism", "--out", str(tmp_path / "ev")])
+    assert r.exit_code == 0, r.output
+    doc = json.loads((tmp_path / "ev" / "global_attributions.json").read_text())
+    g = doc["rankings"][0]
+    assert g["method"] == "attack" and g["pair"] == "8:3" and Path(g["chart"]).is_file()
+    mags = [abs(e["score"]) for e in g["ranking"]]
+    assert mags == sorted(mags, reverse=True) and len(mags) == 16
+    # the same 12 images through explain --attributions: the global score is their mean over valid CFs
+    test = load_dataset("mnist", "test", root=root)
+    pred = api.predict(api.load_model("mnist"), test.images).argmax(1)
+    refs = [f"mnist:test:{int(i)}" for i in (pred == 8).nonzero()[:12, 0]]
+    res = api.explain(refs, model="mnist", method="attack", target="3", attributions=True, out=tmp_path / "ex",
+                      data_dir=root, device="cpu")
+    valid = [rec for rec in res["results"] if rec["valid"]]
+    assert g["n"] == len(valid) > 0
+    for e in g["ranking"]:
+        mean = sum(rec["attributions"][e["name"]] for rec in valid) / len(valid)
+        assert abs(mean - e["score"]) < 2e-3, e
