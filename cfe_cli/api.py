@@ -632,6 +632,10 @@ def explain(
                     predicted=pred_p[:, st], distance=(v["x"][i].cpu() - x[i].cpu()).abs().mean(dim=(1, 2, 3)),
                     source_name=classes[s], target_name=classes[t], size=size, fps=fps, x_label=v["x_label"],
                     end_name="Reflection" if method == "mirror" else "Final"))
+                strip = render.frame_strip(v["x"][i].cpu(), v["ks"].cpu(), pred_p[:, st], source_name=classes[s],
+                                           target_name=classes[t], x_label="k" if method == "mirror" else "step",
+                                           first_index=_first_hit(pred_p, t))
+                rec["strip_path"] = str(render.save_image(strip, out_dir / f"{name}_strip.png"))
             results.append(rec)
         done += len(batch)
         _write_json(metrics_path, doc)  # updated as batches finish
@@ -657,7 +661,7 @@ def _complete_records(metrics_path: Path, method: str, video: bool, images: bool
     if doc.get("method") != method:
         raise InputError(f"--resume: {metrics_path} is a '{doc.get('method')}' run, not '{method}'")
     keys = [k for k in ("panel_path", "cf_path", "reflection_path", "reconstruction_path", "perturbation_path")
-            if images] + (["video_path"] if video else [])
+            if images] + (["video_path", "strip_path"] if video else [])
     out = {}
     for rec in doc.get("results", []):
         paths = [rec.get(k) for k in keys if rec.get(k)]

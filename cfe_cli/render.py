@@ -843,6 +843,53 @@ def render_video(
     return Path(path)
 
 
+def frame_strip(
+    frames: torch.Tensor,
+    ks: torch.Tensor,
+    predicted: torch.Tensor,
+    *,
+    source_name: str,
+    target_name: str,
+    n: int = 8,
+    cell: int = 112,
+    x_label: str = "k",
+    first_index: int | None = None,
+) -> Image.Image:
+    """A one-row preview of a video: ``n`` evenly spaced frames, each captioned with its
+    position on the path and the source / target confidences; frames from ``first_index`` (the
+    first frame the classifier assigns to the target; default: where the target's confidence
+    passes the source's) on are outlined in red.
+
+    Shape:
+        frames: (T, C, H, W) in [0, 1]; ks: (T,); predicted: (T, 2) — confidences of
+        source and target.
+    """
+    T = frames.shape[0]
+    if T < 1 or ks.shape[0] != T or predicted.shape[0] != T:
+        raise InputError("frame_strip needs frames, ks and predicted of the same length")
+    idx = torch.linspace(0, T - 1, min(n, T)).round().long().tolist()
+    pad, cap = max(4, cell // 16), max(28, cell // 3)
+    font = _font(max(9, cell // 9))
+    img = Image.new("RGB", (len(idx) * (cell + pad) + pad, cell + cap + 2 * pad + cap // 2), "white")
+    d = ImageDraw.Draw(img)
+    d.text((pad, pad // 2), f"{source_name} -> {target_name}    captions: p({source_name}) / p({target_name}); "
+           f"red: classified as {target_name}", fill="black", font=font)
+    top = pad + cap // 2
+    first = first_index if first_index is not None else next(
+        (int(i) for i in range(T) if float(predicted[i, 1]) > float(predicted[i, 0])), None)
+    for j, i in enumerate(idx):
+        x0 = pad + j * (cell + pad)
+        img.paste(to_pil(frames[i], cell).convert("RGB"), (x0, top))
+        if first is not None and i >= first:
+            d.rectangle([x0 - 2, top - 2, x0 + cell + 1, top + cell + 1], outline=(214, 39, 40), width=2)
+        kv = float(ks[i])
+        k_txt = f"{x_label}={kv:.2f}" if kv != int(kv) or x_label == "k" else f"{x_label} {int(kv)}"
+        d.text((x0, top + cell + 2), k_txt, fill="black", font=font)
+        d.text((x0, top + cell + 2 + cap // 2), f"{float(predicted[i, 0]):.2f} / {float(predicted[i, 1]):.2f}",
+               fill=(80, 80, 80), font=font)
+    return img
+
+
 def read_video_frames(path: str | os.PathLike[str]) -> tuple[int, tuple[int, int], float]:
     """Count the frames of a video and read its size and frame rate (decodes the whole file).
 

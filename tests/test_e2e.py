@@ -43,6 +43,11 @@ def test_tiny_explain_and_animate(tiny_model, tmp_path):
     assert len(vids) == 1
     n, (w, h), fps = read_video_frames(vids[0])
     assert (n, w, h, fps) == (12, 320, 320, 10)
+    rec = json.loads((out / "v" / "metrics.json").read_text())["results"][0]
+    from PIL import Image
+
+    with Image.open(rec["strip_path"]) as strip:  # 8 of the 12 frames in one row
+        assert strip.width > 8 * 112 and strip.height < 2 * 112
     assert not list(out.rglob("*.tmp"))
 
 
