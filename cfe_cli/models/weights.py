@@ -112,12 +112,16 @@ def load_classifier(path: str | os.PathLike[str], device: str | torch.device = "
 
 
 def weights_roots() -> list[Path]:
-    """Folders searched for ``--model NAME``: ``$CFE_WEIGHTS_DIR``, ./weights, the repo's weights/."""
+    """Folders searched for ``--model NAME``: ``$CFE_WEIGHTS_DIR``, ./weights, the repo's weights/,
+    and the user's cache ``~/.cache/cfe/weights`` (``$XDG_CACHE_HOME``), where models that may not be
+    redistributed (CelebA) are trained by ``scripts/train_all.sh``."""
     roots = []
     if os.environ.get("CFE_WEIGHTS_DIR"):
         roots.append(Path(os.environ["CFE_WEIGHTS_DIR"]).expanduser())
     roots.append(Path.cwd() / "weights")
     roots.append(Path(__file__).resolve().parents[2] / "weights")
+    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    roots.append(Path(cache) / "cfe" / "weights")
     seen: list[Path] = []
     for r in roots:
         r = r.resolve()
