@@ -162,3 +162,17 @@ def test_wrong_weights_and_class_count_and_pickles(user_weights, tmp_path):
     r = runner.invoke(app, ["explain", "mnist:test:12", "--model", "mnist", "--method", "attack",
                             "--classifier", str(evil), "--out", str(tmp_path / "o")])
     _one_line_error(r, "not a TorchScript archive")
+
+
+def test_exported_program_serves_the_latent_methods(tmp_path):
+    """A torch.export archive (.pt2) loads and predicts; Mirror-CFE says why it cannot use it."""
+    from cfe_cli.models.external import wrap_classifier
+
+    net = user_models.gap_net().eval()
+    ep = torch.export.export(net, (torch.rand(2, 1, 28, 28),),
+                             dynamic_shapes=({0: torch.export.Dim("b", min=1, max=4096)},))
+    torch.export.save(ep, str(tmp_path / "net.pt2"))
+    w = wrap_classifier(str(tmp_path / "net.pt2"), None, resolution=28, channels=1, num_classes=10)
+    x = torch.rand(5, 1, 28, 28)
+    assert torch.allclose(w(x), net(x), atol=1e-5)
+    assert "exported program" in w.mirror_problem

@@ -114,7 +114,10 @@ def load_user_model(spec: str, weights: str | os.PathLike[str] | None = None,
 
 
 def _freeze(model: nn.Module) -> nn.Module:
-    model.eval()
+    try:
+        model.eval()
+    except NotImplementedError:  # torch.export modules are already in inference form
+        pass
     for p in model.parameters():  # (ScriptModules have no requires_grad_)
         p.requires_grad_(False)
     return model
@@ -200,8 +203,10 @@ class WrappedClassifier(nn.Module):
                              f"{tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__}")
         found = _find_head(self.net)
         if found is None:
-            where = (f"a linear head named one of {', '.join(HEAD_NAMES)}" if self._scripted
-                     else "an nn.Linear layer")
+            if isinstance(self.net, torch.fx.GraphModule):
+                return ("no linear head module: an exported program (.pt2) is a flat graph; for Mirror-CFE pass "
+                        "module:factory + safetensors, or TorchScript exporting features()")
+            where = (f"linear head named one of {', '.join(HEAD_NAMES)}" if self._scripted else "nn.Linear layer")
             return f"no linear head: the model has no {where}"
         _, head = found
         W = head.weight
