@@ -206,3 +206,47 @@ def test_kill_during_batch_then_resume(tiny_model, tmp_path):
         assert Path(rec["panel_path"]).is_file()
     pngs = [p for p in out.glob("*.png") if not p.name.endswith(("_cf.png", "_reflection.png"))]
     assert len(pngs) == 48  # no duplicate panel from the killed batch
+
+
+@pytest.mark.parametrize("case,expect", [
+    ("palette_alpha", "transparency"),
+    ("truncated", "corrupt or truncated"),
+    ("text", "not an image file"),
+])
+def test_more_bad_files_are_listed_with_their_reason(tiny_model, tmp_path, case, expect):
+    p = tmp_path / f"{case}.png"
+    if case == "palette_alpha":
+        im = Image.new("P", (28, 28), 0)
+        im.info["transparency"] = 0
+        im.save(p, transparency=0)
+    elif case == "truncated":
+        Image.fromarray(np.random.default_rng(0).integers(0, 255, (28, 28), dtype=np.uint8)).save(p)
+        p.write_bytes(p.read_bytes()[:60])
+    else:
+        p.write_text("hello, I am not a PNG")
+    r = runner.invoke(app, ["explain", str(p), "--model", str(tiny_model), "--out", str(tmp_path / "o")])
+    assert r.exit_code == 1 and "Traceback" not in r.output
+    fails = json.loads((tmp_path / "o" / "failures.json").read_text())
+    assert len(fails) == 1 and expect in fails[0]["error"]
+
+
+def test_unknown_class_suggests_the_closest(tmp_path):
+    need("bloodmnist")
+    r = runner.invoke(app, ["explain", "bloodmnist:test:0", "--model", "bloodmnist", "--method", "pgd",
+                            "--target", "lymphocite", "--out", str(tmp_path)])
+    msg = _one_line_error(r)
+    assert "unknown target class 'lymphocite'" in msg and "did you mean 'lymphocyte'" in msg
+
+
+def test_weights_of_another_architecture_via_cli(tmp_path):
+    """A model folder whose classifier file was written for another architecture: one line, exit 1."""
+    from cfe_cli.models.classifiers import GAPClassifier, make_config
+    from cfe_cli.models.weights import save_module
+
+    cfg = make_config("resnet-s", in_channels=1, num_classes=10, resolution=28, mean=(0.1,), std=(0.3,))
+    other = make_config("convnet", in_channels=1, num_classes=10, resolution=28, mean=(0.1,), std=(0.3,))
+    save_module(tmp_path / "m" / "classifier.safetensors", GAPClassifier(other), kind="classifier",
+                config=cfg.to_dict(), info={"classes": [str(i) for i in range(10)], "dataset": "mnist"})
+    r = runner.invoke(app, ["explain", "mnist:test:0", "--model", str(tmp_path / "m"), "--method", "pgd",
+                            "--out", str(tmp_path / "o")])
+    assert "does not match its architecture" in _one_line_error(r)
