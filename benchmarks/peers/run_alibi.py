@@ -397,7 +397,11 @@ def main() -> None:
     ap.add_argument("--n-train", type=int, default=10000, help="training images for the k-d tree prototypes")
     ap.add_argument("--rescore", action="store_true",
                     help="only recompute the metrics of a finished run (its JSON + _cfs.npz), e.g. with the oracle")
+    ap.add_argument("--table", action="store_true", help="print the markdown tables of a finished run")
     args = ap.parse_args()
+    if args.table:
+        print(markdown_table(json.loads((Path(args.out) / f"{args.tag}.json").read_text())))
+        return
     if args.rescore:
         rescore(args)
         return
@@ -515,6 +519,29 @@ def write_results(out: Path, tag: str, meta: dict, timing: dict, x, idx, target,
     grid_png(out / f"{tag}.png", x, raw, clf, target, rows=6)
     print(json.dumps(summary, indent=1, default=str))
     print(f"wrote {jpath}, {out / (tag + '.png')}, {out / (tag + '_cfs.npz')}")
+
+
+def markdown_table(rec: dict) -> str:
+    """The README's tables from a results JSON."""
+    def f(v, nd=3):
+        return "–" if v is None else (f"{v:.{nd}f}" if isinstance(v, float) else str(v))
+
+    lines = ["| method | n | validity | oracle validity | mean L1 | mean p_target | s / image | "
+             "s / image, cfe one at a time |", "|---|---|---|---|---|---|---|---|"]
+    for name, s in rec["summary"].items():
+        lines.append(f"| {name} | {s['n']} | {f(s['validity'], 2)} | {f(s['oracle_validity'], 2)} | "
+                     f"{f(s['mean_l1'], 4)} | {f(s['mean_p_target_found'], 2)} | {f(s['s_per_image'], 3)} | "
+                     f"{f(s.get('s_per_image_batch1'), 3)} |")
+    lines += ["", "| peer / cfe | vs | validity | oracle validity | mean L1 | s / image | "
+              "s / image vs cfe one at a time |", "|---|---|---|---|---|---|---|"]
+    for name, s in rec["summary"].items():
+        for ref in ("cfe-mirror", "cfe-attack"):
+            r = s.get(f"ratio_vs_{ref}")
+            if r:
+                lines.append(f"| {name} | {ref} (same {s['n']} images) | {f(r['validity'], 2)} | "
+                             f"{f(r['oracle_validity'], 2)} | {f(r['mean_l1'], 2)} | {f(r['s_per_image'], 1)} | "
+                             f"{f(r['s_per_image_vs_cfe_batch1'], 1)} |")
+    return "\n".join(lines)
 
 
 def rescore(args) -> None:
