@@ -18,6 +18,7 @@ cfe train-clf --dataset mnist --arch convnet --seed 1 --epochs 10 --oracle --out
 cfe train-clf --dataset bloodmnist --out weights/bloodmnist "${DEV[@]}"
 cfe train-clf --dataset bloodmnist --arch convnet --seed 1 --epochs 15 --oracle --out weights/bloodmnist "${DEV[@]}"
 cfe train-gen --model bloodmnist --method mirror --epochs 6 "${DEV[@]}"
+cfe train-gen --model bloodmnist --method vae --epochs 10 "${DEV[@]}"
 
 # Fashion-MNIST: 12 epochs, then a low-LR fine-tuning stage (the first run ended at 91.71 %); oracle
 cfe train-clf --dataset fashion-mnist --out weights/fashion-mnist "${DEV[@]}"
