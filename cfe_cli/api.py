@@ -18,6 +18,7 @@ import torch
 from cfe_cli.data import Dataset, dataset_summary, load_dataset
 from cfe_cli.errors import InputError
 from cfe_cli.models.classifiers import ARCHS, ClassifierConfig, GAPClassifier, default_arch, make_config
+from cfe_cli.models.external import file_sha256
 from cfe_cli.models.weights import (
     LoadedClassifier,
     list_models,
@@ -190,9 +191,7 @@ def train_gen(
     if out is not None and Path(out).suffix != ".safetensors":
         raise InputError(f"--out must name a .safetensors file; got {out}")
     loaded = load_any_classifier(folder, dev, classifier, weights)
-    if loaded.info.get("mirror_problem"):
-        raise InputError(f"Mirror-CFE needs logits = W·GAP(features) + b, and this classifier has "
-                         f"{loaded.info['mirror_problem']}")
+    _require_mirror_structure(loaded)
     dataset = loaded.info.get("dataset")
     if not dataset:
         raise InputError(f"{folder} does not name its dataset; cannot pick training data")
@@ -221,7 +220,7 @@ def train_gen(
             "check": {"n": len(x), "target": "runner-up", "validity": valid, "reflection_validity": refl,
                       "l1": l1, "reconstruction_l1": rec},
             "trained_at": time.strftime("%Y-%m-%d %H:%M:%S"), "torch": torch.__version__,
-            "classifier_sha256": loaded.info.get("classifier_sha256") or file_sha256_of(loaded.path)}
+            "classifier_sha256": loaded.info.get("classifier_sha256") or file_sha256(loaded.path)}
     if classifier is not None:
         info["external_classifier"] = classifier
     target = Path(out) if out is not None else folder / f"{method}.safetensors"
@@ -269,7 +268,7 @@ def load_any_classifier(folder: Path, device: torch.device, classifier: str | No
         if weights is not None:
             raise InputError("--weights goes with --classifier module:factory")
         return load_classifier(folder / "classifier.safetensors", device)
-    from cfe_cli.models.external import file_sha256, wrap_classifier
+    from cfe_cli.models.external import wrap_classifier
     from cfe_cli.models.weights import read_metadata
 
     meta = read_metadata(folder / "classifier.safetensors")
@@ -283,16 +282,21 @@ def load_any_classifier(folder: Path, device: torch.device, classifier: str | No
     return LoadedClassifier(wrapped, cfg, info, src)  # type: ignore[arg-type]
 
 
+def _require_mirror_structure(clf: LoadedClassifier) -> None:
+    """A clear error when a user's classifier lacks the GAP + linear head Mirror-CFE needs."""
+    if clf.info.get("mirror_problem"):
+        raise InputError(f"Mirror-CFE needs logits = W·GAP(features) + b, and this classifier has "
+                         f"{clf.info['mirror_problem']}; the latent methods (attack, gci, cecas, pgd) "
+                         "work with any classifier")
+
+
 def _mirror_decoder(folder: Path, clf: LoadedClassifier, device: torch.device,
                     decoder: str | os.PathLike[str] | None) -> torch.nn.Module:
     """The Mirror-CFE decoder for ``clf``: ``--decoder FILE`` or the folder's ``mirror.safetensors``."""
     from cfe_cli.models.weights import load_decoder
 
     external = clf.info.get("external")
-    if external and clf.info.get("mirror_problem"):
-        raise InputError(f"Mirror-CFE needs logits = W·GAP(features) + b, and this classifier has "
-                         f"{clf.info['mirror_problem']}; the latent methods (attack, gci, cecas, pgd) "
-                         "work with any classifier")
+    _require_mirror_structure(clf)
     if decoder is None:
         if external:
             raise InputError("a decoder is trained for one classifier: train one for yours with "
@@ -302,7 +306,7 @@ def _mirror_decoder(folder: Path, clf: LoadedClassifier, device: torch.device,
         return dec
     path = Path(decoder)
     dec, info = load_decoder(path.parent, device=device, file=path)
-    want = clf.info.get("classifier_sha256") or file_sha256_of(clf.path)
+    want = clf.info.get("classifier_sha256") or file_sha256(clf.path)
     have = info.get("classifier_sha256")
     cfg = dec.config  # type: ignore[attr-defined]
     if cfg.feat_channels != clf.model.feature_dim:
@@ -312,12 +316,6 @@ def _mirror_decoder(folder: Path, clf: LoadedClassifier, device: torch.device,
         what = f"sha256 {have[:12]}…" if have else "it records no classifier sha256"
         raise InputError(f"{path} was trained for another classifier ({what}; this one is {want[:12]}…)")
     return dec
-
-
-def file_sha256_of(path: Path) -> str:
-    from cfe_cli.models.external import file_sha256
-
-    return file_sha256(path)
 
 
 @dataclass
@@ -943,6 +941,7 @@ def evaluate(
         doc["global_attributions"] = str(out_dir / "global_attributions.json")
     _write_json(out_dir / "metrics.json", doc)
     doc["metrics_path"] = str(out_dir / "metrics.json")
+    doc["global_rankings"] = global_rows
     return doc
 
 

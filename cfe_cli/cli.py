@@ -443,12 +443,9 @@ def evaluate(
     for r in doc["rows"] + doc["overall"]:
         t.add_row(r["method"], r["pair"], *[("-" if r.get(k) is None else fmt.format(r[k])) for k, _, fmt in cols])
     console.print(t)
-    if doc.get("global_attributions"):
-        import json
-
-        for g in json.loads(Path(doc["global_attributions"]).read_text())["rankings"]:
-            top = ", ".join(f"{r['name']} {r['score']:+.3f}" for r in g["ranking"][:5])
-            console.print(f"global attribution {g['method']} {g['pair']} (n={g['n']}): {top} -> {g['chart']}")
+    for g in doc["global_rankings"]:
+        top = ", ".join(f"{r['name']} {r['score']:+.3f}" for r in g["ranking"][:5])
+        console.print(f"global attribution {g['method']} {g['pair']} (n={g['n']}): {top} -> {g['chart']}")
     console.print(f"-> {doc['metrics_path']}")
 
 

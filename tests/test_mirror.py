@@ -104,8 +104,7 @@ def test_spatial_prior_mask_grows_with_k():
     assert m.shape == (2, 1, 24, 24) and set(m.unique().tolist()) <= {0.0, 1.0}
 
 
-@pytest.mark.parametrize("search", ["bisect", "secant"])
-def test_first_cfe_search_matches_the_exhaustive_sweep(search):
+def test_first_cfe_search_matches_the_exhaustive_sweep():
     """The fast search finds the same 1st CFE as decoding all 100 k's (shipped MNIST model, real digits)."""
     from cfe_cli import api
     from cfe_cli.data import load_dataset
@@ -114,7 +113,7 @@ def test_first_cfe_search_matches_the_exhaustive_sweep(search):
 
     x = load_dataset("mnist", "test", root=need("mnist")).images[:64]
     dec, _ = load_decoder(api.resolve_model("mnist"))
-    m = MirrorCFE(api.load_model("mnist").model, dec, search=search)
+    m = MirrorCFE(api.load_model("mnist").model, dec)
     prep = m.prepare(x)
     res = m.first_cfe(prep)
     sw = m.sweep(prep, 100)

@@ -176,3 +176,11 @@ def test_exported_program_serves_the_latent_methods(tmp_path):
     x = torch.rand(5, 1, 28, 28)
     assert torch.allclose(w(x), net(x), atol=1e-5)
     assert "exported program" in w.mirror_problem
+
+
+def test_decoder_option_refuses_a_vae_file(tmp_path):
+    """--decoder must be a Mirror-CFE decoder: a VAE file is refused in one line."""
+    need("mnist")
+    r = runner.invoke(app, ["explain", "mnist:test:12", "--model", "mnist", "--decoder",
+                            "weights/mnist/vae.safetensors", "--out", str(tmp_path)])
+    _one_line_error(r, "holds a 'vae', not a mirror generator")

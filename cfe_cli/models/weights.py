@@ -192,6 +192,8 @@ def _load_generator(folder: str | os.PathLike[str], kind: str, device: str | tor
     from cfe_cli.models.generators import ConvVAE, DecoderConfig, MirrorDecoder, VAEConfig
 
     builders = {"mirror": (MirrorDecoder, DecoderConfig), "vae": (ConvVAE, VAEConfig)}
+    if kind not in builders:
+        raise WeightsError(f"unknown generator kind '{kind}'; known: {', '.join(builders)}")
     path = Path(file) if file is not None else Path(folder) / f"{kind}.safetensors"
     if not path.is_file():
         if file is not None:
@@ -199,9 +201,7 @@ def _load_generator(folder: str | os.PathLike[str], kind: str, device: str | tor
         raise WeightsError(f"model '{Path(folder).name}' has no {kind} generator ({path} missing); "
                            f"train one with: cfe train-gen --model {Path(folder).name} --method {kind}")
     meta = read_metadata(path)
-    if file is not None:
-        kind = meta["kind"]
-    if meta["kind"] != kind or kind not in builders:
+    if meta["kind"] != kind:
         raise WeightsError(f"{path} holds a '{meta['kind']}', not a {kind} generator")
     module_cls, config_cls = builders[kind]
     try:
@@ -214,9 +214,8 @@ def _load_generator(folder: str | os.PathLike[str], kind: str, device: str | tor
 
 def load_decoder(folder: str | os.PathLike[str], kind: str = "mirror", device: str | torch.device = "cpu",
                  file: str | os.PathLike[str] | None = None) -> tuple[nn.Module, dict[str, Any]]:
-    """Load a model folder's Mirror-CFE decoder (``mirror.safetensors``), or ``file``."""
-    dec, info = _load_generator(folder, "mirror", device, file)
-    return dec, info
+    """Load a model folder's Mirror-CFE decoder (``<kind>.safetensors``), or ``file``."""
+    return _load_generator(folder, kind, device, file)
 
 
 def load_vae(folder: str | os.PathLike[str], device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
