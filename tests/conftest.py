@@ -20,6 +20,8 @@ def _data_root() -> Path | None:
 
 
 DATA_ROOT = _data_root()
+if DATA_ROOT is not None:  # the code under test (CLI runs without --data-dir) finds the same data
+    os.environ.setdefault("CFE_DATA_DIR", str(DATA_ROOT))
 
 
 @pytest.fixture(scope="session")

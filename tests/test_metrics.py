@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import ast
 import math
-import os
 from pathlib import Path
 
 import pytest
@@ -410,10 +409,10 @@ def test_deep_feature_distance(effnet):
 
 @needs_effnet
 def test_fd_effnetlite0_separates_noisy_mnist():
-    root = os.environ.get("CFE_DATA_DIR", "/work/shared/datasets")
-    if not (Path(root) / "mnist").is_dir():
-        pytest.skip(f"MNIST not found under {root}")
     from cfe_cli.data import load_dataset
+    from tests.conftest import need
+
+    root = need("mnist")
 
     images = load_dataset("mnist", "test", root=root).images[:128]  # (128, 1, 28, 28)
     # image_size 64 instead of the protocol's 224 keeps this test at a few seconds on one core
