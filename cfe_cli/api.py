@@ -27,14 +27,14 @@ from cfe_cli.models.weights import (
     save_module,
 )
 from cfe_cli.runtime import resolve_device, seed_everything
-from cfe_cli.training import ClassifierTrainConfig, Progress, evaluate_accuracy, train_classifier
+from cfe_cli.training import AUGMENTS, ClassifierTrainConfig, Progress, evaluate_accuracy, train_classifier
 
 __all__ = [
     "datasets", "load_dataset", "load_model", "models", "predict", "train_clf",
 ]  # fmt: skip
 
 DEFAULT_EPOCHS = {"mnist": 15, "fashion-mnist": 12, "bloodmnist": 30, "celeba": 20}
-DEFAULT_AUGMENT = {"mnist": "shift", "fashion-mnist": "shift-flip", "bloodmnist": "flip-rot", "celeba": "face"}
+DEFAULT_AUGMENT = {"mnist": "shift", "fashion-mnist": "translate-flip", "bloodmnist": "flip-rot", "celeba": "face"}
 
 
 def datasets(data_dir: str | os.PathLike[str] | None = None) -> list[dict[str, Any]]:
@@ -82,6 +82,8 @@ def train_clf(
     seed: int = 0,
     kind: str = "classifier",
     init: str | os.PathLike[str] | None = None,
+    augment: str | None = None,
+    label_smoothing: float = 0.0,
     max_steps: int | None = None,
     command: str = "",
     progress: Progress | None = None,
@@ -96,6 +98,10 @@ def train_clf(
         raise InputError(f"unknown architecture '{arch}'; known: {', '.join(ARCHS)}")
     if epochs is not None and epochs < 1:
         raise InputError("--epochs must be at least 1")
+    if augment is not None and augment not in AUGMENTS:
+        raise InputError(f"unknown augmentation '{augment}'; known: {', '.join(AUGMENTS)}")
+    if not 0.0 <= label_smoothing < 1.0:
+        raise InputError("--label-smoothing must be in [0, 1)")
     out_dir = _out_dir(out)
     seed_everything(seed)
     train = load_dataset(dataset, "train", root=data_dir, size=size)
@@ -116,7 +122,8 @@ def train_clf(
         history_before = [{"init": str(init), "command": start.info.get("command"),
                            "history": start.info.get("history")}]
     tcfg = ClassifierTrainConfig(epochs=epochs or DEFAULT_EPOCHS.get(base, 15), batch_size=batch_size, lr=lr,
-                                 augment=DEFAULT_AUGMENT.get(base, "shift"), seed=seed)
+                                 augment=augment or DEFAULT_AUGMENT.get(base, "shift"),
+                                 label_smoothing=label_smoothing, seed=seed)
     result = train_classifier(model, train, test, tcfg, device=dev, progress=progress, max_steps=max_steps)
     val_acc = None
     if base in ("bloodmnist", "celeba"):
@@ -161,6 +168,8 @@ def train_gen(
     classifier: str | None = None,
     weights: str | os.PathLike[str] | None = None,
     out: str | os.PathLike[str] | None = None,
+    init: str | os.PathLike[str] | None = None,
+    lambda_cls: float | None = None,
     command: str = "",
     progress: Progress | None = None,
 ) -> dict[str, Any]:
@@ -175,6 +184,9 @@ def train_gen(
     ``method="vae"`` writes ``<model>/vae.safetensors`` (conv VAE for the latent methods)
     and ``<model>/probes.safetensors`` (attribution probes on its latent codes).
     The training data is the classifier's own dataset (from its metadata).
+
+    ``init`` (mirror): fine-tune this decoder file (it must belong to the same classifier);
+    ``lambda_cls`` (mirror): weight of the classification loss (default 1).
     """
     from cfe_cli.methods.mirror import MirrorCFE
     from cfe_cli.training import MirrorTrainConfig, train_mirror
@@ -190,6 +202,8 @@ def train_gen(
                          "own classifier)")
     if out is not None and Path(out).suffix != ".safetensors":
         raise InputError(f"--out must name a .safetensors file; got {out}")
+    if method != "mirror" and (init is not None or lambda_cls is not None):
+        raise InputError("--init and --lambda-cls are options of --method mirror")
     loaded = load_any_classifier(folder, dev, classifier, weights)
     _require_mirror_structure(loaded)
     dataset = loaded.info.get("dataset")
@@ -200,9 +214,19 @@ def train_gen(
                           data_dir=data_dir, seed=seed, max_steps=max_steps, command=command, progress=progress)
     seed_everything(seed)
     train = load_dataset(dataset, "train", root=data_dir, size=loaded.config.resolution)
-    cfg = MirrorTrainConfig(epochs=epochs or 20, batch_size=batch_size or 64, lr=lr or 2e-4, seed=seed)
+    cfg = MirrorTrainConfig(epochs=epochs or 20, batch_size=batch_size or 64, lr=lr or 2e-4, seed=seed,
+                            lambda_cls=1.0 if lambda_cls is None else lambda_cls)
+    start_dec, earlier = None, []
+    if init is not None:
+        from cfe_cli.models.weights import load_decoder
+
+        start_dec = _mirror_decoder(folder, loaded, dev, init)
+        _, start_info = load_decoder(Path(init).parent, device="cpu", file=Path(init))
+        earlier = [{"init": str(init), "command": start_info.get("command"), "train": start_info.get("train"),
+                    "history": start_info.get("history"), "earlier_training": start_info.get("earlier_training")}]
     start = time.perf_counter()
-    dec, history = train_mirror(loaded.model, train, cfg, device=dev, progress=progress, max_steps=max_steps)
+    dec, history = train_mirror(loaded.model, train, cfg, device=dev, progress=progress, max_steps=max_steps,
+                                init=start_dec)
     seconds = time.perf_counter() - start
     # quick check on the test split: validity of the 1st CFE and of the reflection (runner-up target)
     test = load_dataset(dataset, "test", root=data_dir, size=loaded.config.resolution)
@@ -216,7 +240,8 @@ def train_gen(
     with torch.inference_mode():
         rec = float((dec(loaded.model.features(x)) - x).abs().mean())
     info = {"dataset": dataset, "classes": loaded.classes, "method": method, "train": cfg.__dict__,
-            "history": history, "seconds": round(seconds, 1), "device": str(dev), "command": command,
+            "history": history, "earlier_training": earlier, "seconds": round(seconds, 1), "device": str(dev),
+            "command": command,
             "check": {"n": len(x), "target": "runner-up", "validity": valid, "reflection_validity": refl,
                       "l1": l1, "reconstruction_l1": rec},
             "trained_at": time.strftime("%Y-%m-%d %H:%M:%S"), "torch": torch.__version__,
@@ -788,6 +813,8 @@ def evaluate(
     classifier: str | None = None,
     weights: str | os.PathLike[str] | None = None,
     decoder: str | os.PathLike[str] | None = None,
+    fid_weights: str | os.PathLike[str] | None = None,
+    lpips_weights: str | os.PathLike[str] | None = None,
     command: str = "",
     progress: Progress | None = None,
 ) -> dict[str, Any]:
@@ -840,6 +867,22 @@ def evaluate(
 
         if features.available():
             feats = features.EffNetFeatures().to(dev)
+    inception = None
+    if fid_weights is not None:
+        from cfe_cli import fid
+
+        inception = fid.load_inception(fid_weights, dev)
+    lpips_net = None
+    if lpips_weights is not None:
+        from cfe_cli import lpips
+
+        lpips_net = lpips.load_lpips(lpips_weights, dev)
+    faces = None
+    if realism and str(dataset).startswith("celeba") and ex0.clf.config.in_channels == 3:
+        from cfe_cli import identity
+
+        if identity.available():
+            faces = identity.FaceIdentity()
     rows: list[dict[str, Any]] = []
     total = len(pair_list) * len(methods)
     done = 0
@@ -854,6 +897,11 @@ def evaluate(
             from cfe_cli import features
 
             real_feat = features.embed(real_t, feats)
+        real_incep = None
+        if inception is not None:
+            from cfe_cli import fid
+
+            real_incep = fid.inception_features(real_t, inception)
         for ex in explainers:
             scored: dict[str, list[torch.Tensor]] = {}
             scored_r: dict[str, list[torch.Tensor]] = {}
@@ -910,11 +958,23 @@ def evaluate(
             row["peak_memory_mb"] = M.peak_memory_mb(dev)
             if feats is not None and real_feat is not None:
                 _realism(row, feats, x_all, x_cf_all, real_feat)
+            if faces is not None:
+                _identity(row, faces, x_all, x_cf_all)
+            if real_incep is not None:
+                _fid(row, inception, x_cf_all, real_incep)
+            if lpips_net is not None:
+                _lpips(row, lpips_net, x_all, x_cf_all)
             rows.append(row)
             if ex.method == "mirror":
                 rrow = _summarise("mirror@reflection", classes[s], classes[t], scored_r, len(idx), gen_seconds, steps)
                 if feats is not None and real_feat is not None:
                     _realism(rrow, feats, x_all, torch.cat(refl_keep), real_feat)
+                if faces is not None:
+                    _identity(rrow, faces, x_all, torch.cat(refl_keep))
+                if real_incep is not None:
+                    _fid(rrow, inception, torch.cat(refl_keep), real_incep)
+                if lpips_net is not None:
+                    _lpips(rrow, lpips_net, x_all, torch.cat(refl_keep))
                 rows.append(rrow)
             done += 1
             if progress is not None:
@@ -924,12 +984,23 @@ def evaluate(
            "methods": methods, "pairs": [f"{classes[s]}:{classes[t]}" for s, t in pair_list],
            "threshold": threshold, "options": options or {}, "device": str(dev), "oracle": oracle is not None,
            "realism": "effnetlite0" if feats is not None else None,
+           "identity": "dlib face_recognition_resnet_model_v1" if faces is not None else None,
+           "fid_weights": None if inception is None else {"path": str(fid_weights), "sha256": _fid_sha()},
+           "lpips_weights": None if lpips_net is None else str(lpips_weights),
            "notes": {"denoised_valid": "validity after a 5x5 Gaussian blur, sigma 1",
                      "l2": "root-mean-square pixel difference", "sparsity": "share of pixels changed by > 0.05",
                      "fd_effnetlite0": "Frechet distance of EfficientNet-Lite0 ImageNet features (1280-d, 224 px) "
                                        "between counterfactuals and real test images of the target class; not "
                                        "comparable to published FID (Inception-v3)",
                      "dfd_effnetlite0": "unlearned deep-feature distance on EfficientNet-Lite0 stages; not LPIPS",
+                     "fid": "FID: Frechet distance of Inception-v3 (2015-12-05, the user's sha256-checked "
+                            "file) pool features between counterfactuals and real test images of the target "
+                            "class; small sets bias it upwards, compare equal set sizes only",
+                     "lpips": "LPIPS-Alex v0.1 between source and counterfactual (the user's AlexNet file, "
+                              "sha256-checked; images under 64 px resized to 64)",
+                     "fva_dlib": "share of counterfactuals whose dlib face descriptor stays within 0.6 (dlib's "
+                                 "same-person distance) of its source's (faces only, cfe[faces])",
+                     "identity_distance_dlib": "mean dlib descriptor distance between source and counterfactual",
                      "steps": "engine steps to the threshold (optimisation methods) or decoder passes (mirror)"},
            "rows": rows, "overall": overall, "machine": f"{platform.machine()} {torch.get_num_threads()} threads"}
     if global_rows:
@@ -991,6 +1062,33 @@ def _realism(row: dict[str, Any], feats: Any, x: torch.Tensor, x_cf: torch.Tenso
     d = [features.deep_feature_distance(x[i:i + 64].to(dev), x_cf[i:i + 64].to(dev), feats).cpu()
          for i in range(0, len(x), 64)]
     row["dfd_effnetlite0"] = round(float(torch.cat(d).mean()), 5)
+
+
+def _fid_sha() -> str:
+    from cfe_cli import fid
+
+    return fid.INCEPTION_SHA256
+
+
+def _fid(row: dict[str, Any], net: Any, x_cf: torch.Tensor, real_feat: torch.Tensor) -> None:
+    from cfe_cli import fid
+    from cfe_cli import metrics as M
+
+    row["fid"] = round(M.frechet_distance(fid.inception_features(x_cf, net), real_feat), 4)
+
+
+@torch.inference_mode()
+def _lpips(row: dict[str, Any], net: Any, x: torch.Tensor, x_cf: torch.Tensor) -> None:
+    dev = next(net.parameters()).device
+    d = [net(x[i:i + 64].to(dev), x_cf[i:i + 64].to(dev)).cpu() for i in range(0, len(x), 64)]
+    row["lpips"] = round(float(torch.cat(d).mean()), 5)
+
+
+def _identity(row: dict[str, Any], faces: Any, x: torch.Tensor, x_cf: torch.Tensor) -> None:
+    """Face verification accuracy (FVA idea) with dlib descriptors; see :mod:`cfe_cli.identity`."""
+    d = faces.distance(x, x_cf)
+    row["identity_distance_dlib"] = round(float(d.mean()), 5)
+    row["fva_dlib"] = round(float((d < faces.threshold).float().mean()), 5)
 
 
 def _overall(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -136,6 +136,9 @@ def train_clf(
     seed: Annotated[int, typer.Option("--seed")] = 0,
     oracle: Annotated[bool, typer.Option("--oracle", help="Write oracle.safetensors (independent classifier).")] = False,
     init: Annotated[Path | None, typer.Option("--init", help="Fine-tune: start from this classifier.safetensors.")] = None,
+    augment: Annotated[str | None, typer.Option(
+        "--augment", help="none, shift, shift-flip, translate-flip, flip-rot, face (default per dataset).")] = None,
+    label_smoothing: Annotated[float, typer.Option("--label-smoothing", help="Cross-entropy label smoothing.")] = 0.0,
     device: Device = "auto",
     data_dir: DataDir = None,
 ) -> None:
@@ -145,7 +148,7 @@ def train_clf(
     with progress_bar(f"train {dataset}", ("epoch", "loss", "acc")) as update:
         r = api.train_clf(dataset, out=out, arch=arch, epochs=epochs, batch_size=batch_size, lr=lr, device=device,
                           data_dir=data_dir, size=size, seed=seed, kind="oracle" if oracle else "classifier", init=init,
-                          command=command_line(), progress=update)
+                          augment=augment, label_smoothing=label_smoothing, command=command_line(), progress=update)
     val = f", val accuracy {r['val_accuracy'] * 100:.2f} %" if r["val_accuracy"] is not None else ""
     console.print(f"[green]test accuracy {r['test_accuracy'] * 100:.2f} %[/]{val} "
                   f"({r['epochs']} epochs, {r['seconds']:.0f} s) -> {r['path']}")
@@ -229,6 +232,9 @@ def train_gen(
     weights: UserWeights = None,
     out: Annotated[Path | None, typer.Option("--out", help="Write the generator to this .safetensors file "
                                              "(required with --classifier).")] = None,
+    init: Annotated[Path | None, typer.Option("--init", help="mirror: fine-tune this decoder .safetensors.")] = None,
+    lambda_cls: Annotated[float | None, typer.Option("--lambda-cls", help="mirror: classification-loss weight "
+                                                     "(default 1).")] = None,
     device: Device = "auto",
     data_dir: DataDir = None,
 ) -> None:
@@ -239,7 +245,7 @@ def train_gen(
     with progress_bar(f"train-gen {method}", fields) as update:
         r = api.train_gen(model, method=method, epochs=epochs, batch_size=batch_size, lr=lr, device=device,
                           data_dir=data_dir, seed=seed, max_steps=max_steps, classifier=classifier, weights=weights,
-                          out=out, command=command_line(), progress=update)
+                          out=out, init=init, lambda_cls=lambda_cls, command=command_line(), progress=update)
     if method == "vae":
         console.print(f"[green]VAE[/] -> {r['path']} ({r['seconds']:.0f} s); test reconstruction L1 "
                       f"{r['reconstruction_l1']:.4f}, classifier accuracy on reconstructions "
@@ -415,6 +421,10 @@ def evaluate(
     classifier: UserClf = None,
     weights: UserWeights = None,
     decoder: UserDecoder = None,
+    fid_weights: Annotated[Path | None, typer.Option(
+        "--fid-weights", help="inception-2015-12-05.pt (TorchScript Inception-v3, sha256-checked): adds real FID.")] = None,
+    lpips_weights: Annotated[Path | None, typer.Option(
+        "--lpips-weights", help="alexnet-owt-7be5be79.pth (torchvision AlexNet, sha256-checked): adds real LPIPS.")] = None,
     device: Device = "auto",
     data_dir: DataDir = None,
 ) -> None:
@@ -427,14 +437,16 @@ def evaluate(
                            batch_size=batch_size, device=device, data_dir=data_dir, threshold=threshold,
                            realism=realism, options=_options(steps, lr, lam, p, alpha, eps, norm), seed=seed,
                            global_attributions=global_attr, classifier=classifier, weights=weights,
-                           decoder=decoder, command=command_line(), progress=update)
+                           decoder=decoder, fid_weights=fid_weights,
+                           lpips_weights=lpips_weights, command=command_line(), progress=update)
     cols = [("n", "n", "{}"), ("valid", "Val", "{:.3f}"), ("denoised_valid", "D.Val", "{:.3f}"),
             ("oracle_valid", "O.Val", "{:.3f}"), ("fail_pct", "%Fail", "{:.1f}"), ("l1", "L1", "{:.3f}"),
             ("l2", "L2", "{:.3f}"), ("sparsity", "Spars.", "{:.3f}"), ("ssim", "SSIM", "{:.3f}"),
-            ("cout", "COUT", "{:.3f}"), ("fd_effnetlite0", "FD-eff¹", "{:.2f}"), ("dfd_effnetlite0", "DFD-eff¹", "{:.3f}"),
-            ("steps_mean", "steps", "{:.1f}"), ("cf_per_second", "CF/s", "{:.1f}")]
+            ("cout", "COUT", "{:.3f}"), ("fid", "FID", "{:.2f}"), ("lpips", "LPIPS", "{:.3f}"), ("fd_effnetlite0", "FD-eff¹", "{:.2f}"), ("dfd_effnetlite0", "DFD-eff¹", "{:.3f}"),
+            ("fva_dlib", "FVA²", "{:.3f}"), ("steps_mean", "steps", "{:.1f}"), ("cf_per_second", "CF/s", "{:.1f}")]
     t = Table(title=f"evaluate {doc['dataset']} ({doc['split']})",
-              caption="¹ EfficientNet-Lite0 features: not comparable to published FID / LPIPS")
+              caption="¹ EfficientNet-Lite0 features: not comparable to published FID / LPIPS"
+              + ("; ² share within dlib's 0.6 same-person distance" if doc.get("identity") else ""))
     cols = [c for c in cols if any(r.get(c[0]) is not None for r in doc["rows"])]
     t.add_column("method")
     t.add_column("pair")

@@ -29,8 +29,11 @@ class ClassifierTrainConfig:
     lr: float = 3e-3
     weight_decay: float = 5e-4
     label_smoothing: float = 0.0
-    augment: str = "shift"  # none | shift | shift-flip | flip-rot (microscopy) | face
+    augment: str = "shift"  # none | shift | shift-flip | translate-flip | flip-rot (microscopy) | face
     seed: int = 0
+
+
+AUGMENTS = ("none", "shift", "shift-flip", "translate-flip", "flip-rot", "face")
 
 
 def augment_batch(x: torch.Tensor, kind: str, gen: torch.Generator | None = None) -> torch.Tensor:
@@ -46,7 +49,7 @@ def augment_batch(x: torch.Tensor, kind: str, gen: torch.Generator | None = None
     def rand(*shape: int) -> torch.Tensor:
         return torch.rand(*shape, generator=gen).to(dev)
 
-    if kind in ("shift-flip", "face"):
+    if kind in ("shift-flip", "translate-flip", "face"):
         flip = rand(b) < 0.5
         x = torch.where(flip.view(b, 1, 1, 1), x.flip(-1), x)
     if kind == "flip-rot":
@@ -57,8 +60,10 @@ def augment_batch(x: torch.Tensor, kind: str, gen: torch.Generator | None = None
     # Small random affine: translation up to 2/28 of the side, rotation up to 10°,
     # scale 0.9–1.1 (digits, clothes, cells and faces all tolerate these).
     max_t = 2.0 / 28.0 * 2.0  # in normalised [-1, 1] coordinates
-    ang = (rand(b) * 2 - 1) * math.radians(10 if kind != "face" else 5)
-    scale = 1 + (rand(b) * 2 - 1) * 0.1
+    # ``translate-flip`` (clothes: upright, fixed size) keeps only the translation.
+    rigid = 0.0 if kind == "translate-flip" else 1.0
+    ang = (rand(b) * 2 - 1) * math.radians(10 if kind != "face" else 5) * rigid
+    scale = 1 + (rand(b) * 2 - 1) * 0.1 * rigid
     tx, ty = (rand(b) * 2 - 1) * max_t, (rand(b) * 2 - 1) * max_t
     cos, sin = torch.cos(ang) / scale, torch.sin(ang) / scale
     theta = torch.stack([torch.stack([cos, -sin, tx], 1), torch.stack([sin, cos, ty], 1)], 1)  # (B, 2, 3)
@@ -183,7 +188,8 @@ def triangulation_loss(x_s: torch.Tensor, x_k: torch.Tensor, x_ref: torch.Tensor
 
 def train_mirror(classifier: torch.nn.Module, train: Dataset, cfg: MirrorTrainConfig, *,
                  device: torch.device | str = "cpu", progress: Progress | None = None,
-                 max_steps: int | None = None) -> tuple[torch.nn.Module, list[dict[str, float]]]:
+                 max_steps: int | None = None,
+                 init: torch.nn.Module | None = None) -> tuple[torch.nn.Module, list[dict[str, float]]]:
     """Train the Mirror-CFE decoder G (and a PatchGAN discriminator) against a frozen classifier.
 
     Per batch: source s = the classifier's prediction; target t = the runner-up (with
@@ -192,6 +198,8 @@ def train_mirror(classifier: torch.nn.Module, train: Dataset, cfg: MirrorTrainCo
     L_cls = KL(q(z_k) ‖ q(F(x_k))), L_adv (non-saturating GAN on x_k and x̂),
     L_rec = |x − x̂|₁, L_fea = ‖z_k − GAP(F(x_k))‖₂, L_tri (CFE branch: a real image of
     class t; SFE branch: another image of class s).
+
+    ``init``: a trained decoder to fine-tune (same config); the discriminator starts afresh.
 
     Returns:
         the decoder (eval mode, on CPU) and the per-epoch mean of every loss term.
@@ -206,7 +214,13 @@ def train_mirror(classifier: torch.nn.Module, train: Dataset, cfg: MirrorTrainCo
         f0 = clf.features(train.images[:2].to(device))
     dcfg = DecoderConfig(feat_channels=f0.shape[1], feat_size=f0.shape[-1], out_channels=train.channels,
                          resolution=train.resolution)
-    G = MirrorDecoder(dcfg).to(device).train()
+    G = MirrorDecoder(dcfg)
+    if init is not None:
+        if getattr(init, "config", None) != dcfg:
+            raise ValueError(f"the decoder to fine-tune does not fit this classifier: {getattr(init, 'config', None)}"
+                             f" vs {dcfg}")
+        G.load_state_dict(init.state_dict())
+    G = G.to(device).train()
     D = PatchDiscriminator(train.channels, train.resolution).to(device).train()
     opt_g = torch.optim.Adam(G.parameters(), lr=cfg.lr, betas=(0.5, 0.999))
     opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr, betas=(0.5, 0.999))

@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from cfe_cli import api
@@ -138,3 +139,50 @@ def test_global_attributions_are_the_mean_of_local_scores(tmp_path):
     for e in g["ranking"]:
         mean = sum(rec["attributions"][e["name"]] for rec in valid) / len(valid)
         assert abs(mean - e["score"]) < 2e-3, e
+
+
+def test_fine_tune_a_decoder_and_refuse_a_foreign_one(tiny_model, tmp_path):
+    root = need("mnist")
+    start = tiny_model / "mirror.safetensors"
+    out = tmp_path / "ft.safetensors"
+    r = runner.invoke(app, ["train-gen", "--model", str(tiny_model), "--init", str(start), "--max-steps", "2",
+                            "--lambda-cls", "2", "--out", str(out), "--data-dir", str(root), "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    from cfe_cli.models.weights import load_decoder
+
+    dec, info = load_decoder(tmp_path, device="cpu", file=out)
+    old, _ = load_decoder(tiny_model, device="cpu")
+    assert info["train"]["lambda_cls"] == 2.0 and info["earlier_training"][0]["init"] == str(start)
+    changed = [not torch.equal(a, b) for a, b in zip(dec.state_dict().values(), old.state_dict().values(), strict=True)]
+    assert any(changed)  # two steps moved the weights
+    # the fine-tuned decoder records the tiny classifier's sha256: the shipped MNIST model refuses it
+    r = runner.invoke(app, ["train-gen", "--model", "mnist", "--init", str(out), "--max-steps", "1",
+                            "--out", str(tmp_path / "x.safetensors"), "--data-dir", str(root)])
+    assert r.exit_code != 0 and "another classifier" in r.output and "Traceback" not in r.output
+    r = runner.invoke(app, ["train-gen", "--model", str(tiny_model), "--method", "vae", "--init", str(start)])
+    assert r.exit_code != 0 and "--method mirror" in r.output
+
+
+def test_evaluate_writes_fid_and_lpips_only_with_verified_files(tiny_model, tmp_path, monkeypatch):
+    """`--fid-weights` / `--lpips-weights` wire the sha256-checked networks into evaluate's rows."""
+    from cfe_cli import fid, lpips
+    from cfe_cli.models.external import file_sha256
+    from tests.test_metrics import _alexnet_file, _stand_in_file
+
+    root = need("mnist")
+    incep, incep_sha = _stand_in_file(tmp_path)
+    alex, alex_sha = _alexnet_file(tmp_path)
+    base = ["evaluate", "--model", str(tiny_model), "--method", "mirror", "--pairs", "8:3", "--n", "6", "--no-realism",
+            "--data-dir", str(root), "--device", "cpu"]
+    r = runner.invoke(app, [*base, "--out", str(tmp_path / "a"), "--fid-weights", str(incep)])
+    assert r.exit_code != 0 and "not the original FID Inception" in r.output and "Traceback" not in r.output
+    monkeypatch.setattr(fid, "INCEPTION_SHA256", incep_sha)
+    monkeypatch.setattr(lpips, "ALEXNET_SHA256_PREFIX", alex_sha[:8])
+    r = runner.invoke(app, [*base, "--out", str(tmp_path / "b"), "--fid-weights", str(incep),
+                            "--lpips-weights", str(alex)])
+    assert r.exit_code == 0, r.output
+    doc = json.loads((tmp_path / "b" / "metrics.json").read_text())
+    assert doc["fid_weights"]["sha256"] == file_sha256(incep)
+    for row in doc["rows"]:  # mirror and mirror@reflection
+        assert row["fid"] >= 0 and row["lpips"] > 0
+    assert "fid" in doc["notes"] and "lpips" in doc["notes"]

@@ -423,3 +423,131 @@ def test_fd_effnetlite0_separates_noisy_mnist():
     assert fa.shape == (64, 1280)
     assert frechet_distance(fa, fb) < 0.5 * frechet_distance(fa, fn)
     assert kernel_distance(fa, fb, subsets=5, subset_size=64)[0] < kernel_distance(fa, fn, subsets=5, subset_size=64)[0]
+
+
+# ---------------------------------------------------------------------------------------------
+# optional dlib face identity (cfe[faces])
+
+from cfe_cli import identity  # noqa: E402
+
+needs_dlib = pytest.mark.skipif(not identity.available(), reason="pip install 'cfe[faces]' for dlib identity")
+
+
+def test_identity_missing_extra_gives_one_line_install_hint(monkeypatch):
+    monkeypatch.setattr(identity, "available", lambda: False)
+    with pytest.raises(InputError, match=r"pip install 'cfe\[faces\]'") as info:
+        identity.FaceIdentity()
+    assert "\n" not in str(info.value)
+
+
+@needs_dlib
+def test_dlib_identity_keeps_a_person_and_separates_people():
+    from cfe_cli.data import load_dataset
+    from tests.conftest import need
+
+    root = need("celeba")
+    faces = load_dataset("celeba:Smiling", "test", root=root, size=64).images[:24]  # (24, 3, 64, 64) real faces
+    fid = identity.FaceIdentity()
+    same = fid.distance(faces, faces)
+    mirrored = fid.distance(faces, faces.flip(-1))  # the same person, mirrored
+    others = fid.distance(faces, faces.roll(1, 0))  # each face against another person
+    assert same.shape == (24,) and torch.allclose(same, torch.zeros(24), atol=1e-6)
+    assert (mirrored < identity.SAME_PERSON).float().mean() >= 0.9
+    assert (others >= identity.SAME_PERSON).float().mean() >= 0.75
+    assert others.mean() > 2 * mirrored.mean()
+    with pytest.raises(InputError, match="RGB"):
+        fid.distance(faces[:, :1], faces[:, :1])
+
+
+# ---------------------------------------------------------------------------------------------
+# real FID only with the user's sha256-checked Inception file
+
+from cfe_cli import fid  # noqa: E402
+
+
+class _StandIn(torch.nn.Module):
+    """Same calling convention as the TorchScript Inception: uint8 (B, 3, H, W) -> (B, 2048) features."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.proj = torch.nn.Conv2d(3, 2048, 4, 4)
+
+    def forward(self, x: torch.Tensor, return_features: bool = False) -> torch.Tensor:
+        f = self.proj(x.float() / 255).mean(dim=(2, 3))
+        return f if return_features else f.softmax(1)
+
+
+def _stand_in_file(tmp_path):
+    torch.manual_seed(0)
+    path = tmp_path / "standin.pt"
+    torch.jit.script(_StandIn()).save(str(path))
+    from cfe_cli.models.external import file_sha256
+
+    return path, file_sha256(path)
+
+
+def test_fid_refuses_any_file_but_the_original_inception(tmp_path):
+    path, _ = _stand_in_file(tmp_path)
+    with pytest.raises(InputError, match="not the original FID Inception") as info:
+        fid.load_inception(path)
+    assert "\n" not in str(info.value)
+    with pytest.raises(InputError, match="not found"):
+        fid.load_inception(tmp_path / "inception-2015-12-05.pt")
+
+
+def test_fid_path_computes_with_a_verified_file(tmp_path, monkeypatch):
+    path, digest = _stand_in_file(tmp_path)
+    monkeypatch.setattr(fid, "INCEPTION_SHA256", digest)  # only the digest is swapped; the code path is the real one
+    net = fid.load_inception(path)
+    grey = torch.rand(40, 1, 28, 28, generator=_gen(21))
+    f = fid.inception_features(grey, net, batch_size=16)
+    assert f.shape == (40, 2048)
+    assert torch.allclose(f, fid.inception_features(grey.expand(-1, 3, -1, -1), net))  # grey -> 3 channels
+    from cfe_cli.metrics import frechet_distance
+
+    assert abs(frechet_distance(f, f)) < 1e-3
+    noisy = fid.inception_features((grey + 0.3 * torch.rand(40, 1, 28, 28, generator=_gen(22))).clamp(0, 1), net)
+    assert frechet_distance(f, noisy) > 1e-3
+
+
+# ---------------------------------------------------------------------------------------------
+# real LPIPS only with the user's sha256-checked AlexNet file (calibration weights ship with cfe)
+
+from cfe_cli import lpips  # noqa: E402
+
+
+def _alexnet_file(tmp_path):
+    torch.manual_seed(0)
+    feats = lpips._alexnet_features()
+    sd = {f"features.{k}": v for k, v in feats.state_dict().items()}
+    sd["classifier.1.weight"] = torch.zeros(4, 9216)  # torchvision's file also holds the classifier: ignored
+    path = tmp_path / "alexnet.pth"
+    torch.save(sd, path)
+    from cfe_cli.models.external import file_sha256
+
+    return path, file_sha256(path)
+
+
+def test_lpips_refuses_any_file_but_torchvision_alexnet(tmp_path):
+    path, _ = _alexnet_file(tmp_path)
+    with pytest.raises(InputError, match="not torchvision's ImageNet AlexNet") as info:
+        lpips.load_lpips(path)
+    assert "\n" not in str(info.value)
+
+
+def test_lpips_path_computes_with_a_verified_file(tmp_path, monkeypatch):
+    path, digest = _alexnet_file(tmp_path)
+    monkeypatch.setattr(lpips, "ALEXNET_SHA256_PREFIX", digest[:8])  # the digest only; the code path is real
+    net = lpips.load_lpips(path)
+    assert torch.equal(net.features[0].weight, torch.load(path, weights_only=True)["features.0.weight"])
+    assert [tuple(w.shape) for w in net.lins] == [(1, 64, 1, 1), (1, 192, 1, 1), (1, 384, 1, 1), (1, 256, 1, 1),
+                                                  (1, 256, 1, 1)]
+    assert all((w >= 0).all() for w in net.lins)  # LPIPS' learned weights are non-negative
+    x = torch.rand(4, 1, 28, 28, generator=_gen(31))
+    with torch.no_grad():
+        same = net(x, x)
+        small = net(x, (x + 0.05 * torch.randn(4, 1, 28, 28, generator=_gen(32))).clamp(0, 1))
+        large = net(x, (x + 0.5 * torch.randn(4, 1, 28, 28, generator=_gen(32))).clamp(0, 1))
+    assert torch.allclose(same, torch.zeros(4)) and (small > 0).all() and (large > small).all()
+    with pytest.raises(InputError, match="one shape"):
+        net(x, x[:, :, :20])

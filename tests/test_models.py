@@ -75,3 +75,25 @@ def test_bad_weights(tmp_path):
                        config=cfg.to_dict(), info={"classes": []})
     with pytest.raises(WeightsError, match="does not match"):
         load_classifier(path)
+
+
+def test_translate_flip_only_moves_and_mirrors():
+    from cfe_cli.training import augment_batch
+
+    x = torch.zeros(64, 1, 28, 28)
+    x[:, :, 14, 6:22] = 1.0  # a horizontal bar: rotation or scaling would tilt or stretch it
+    y = augment_batch(x, "translate-flip", torch.Generator().manual_seed(0))
+    rows = y.sum(dim=3)[:, 0]  # (64, 28) mass per row
+    assert ((rows > 0.05).sum(1) <= 2).all()  # a fractional vertical shift spreads over 2 rows at most
+    assert torch.allclose(y.sum(dim=(1, 2, 3)), x.sum(dim=(1, 2, 3)), atol=1e-3)  # the bar stays whole
+    shifted = (rows.argmax(1) != 14).float().mean()
+    assert 0.2 < shifted  # it does translate
+
+
+def test_train_clf_rejects_unknown_augmentation(tmp_path):
+    from typer.testing import CliRunner
+
+    from cfe_cli.cli import app
+
+    r = CliRunner().invoke(app, ["train-clf", "--dataset", "mnist", "--augment", "twirl", "--out", str(tmp_path)])
+    assert r.exit_code != 0 and "unknown augmentation 'twirl'" in r.output and "Traceback" not in r.output
