@@ -20,11 +20,14 @@ cfe train-clf --dataset bloodmnist --arch convnet --seed 1 --epochs 15 --oracle 
 cfe train-gen --model bloodmnist --method mirror --epochs 6 "${DEV[@]}"
 cfe train-gen --model bloodmnist --method vae --epochs 10 "${DEV[@]}"
 
-# Fashion-MNIST: 12 epochs, then a low-LR fine-tuning stage (the first run ended at 91.71 %); oracle
-cfe train-clf --dataset fashion-mnist --out weights/fashion-mnist "${DEV[@]}"
+# Fashion-MNIST: 12 epochs, then two fine-tuning stages (91.71 % -> 91.89 % -> 92.68 %); oracle
+cfe train-clf --dataset fashion-mnist --augment shift-flip --out weights/fashion-mnist "${DEV[@]}"
 cp weights/fashion-mnist/classifier.safetensors /tmp/fmnist_stage1.safetensors
 cfe train-clf --dataset fashion-mnist --init /tmp/fmnist_stage1.safetensors --epochs 4 --lr 5e-4 --seed 1 \
-    --out weights/fashion-mnist "${DEV[@]}"
+    --augment shift-flip --out weights/fashion-mnist "${DEV[@]}"
+cp weights/fashion-mnist/classifier.safetensors /tmp/fmnist_stage2.safetensors
+cfe train-clf --dataset fashion-mnist --init /tmp/fmnist_stage2.safetensors --epochs 6 --lr 1e-3 --label-smoothing 0.1 \
+    --batch-size 256 --seed 2 --out weights/fashion-mnist "${DEV[@]}"
 cfe train-clf --dataset fashion-mnist --arch convnet --seed 1 --epochs 5 --oracle --out weights/fashion-mnist "${DEV[@]}"
 
 # CelebA (64², outside the repository)
