@@ -902,6 +902,20 @@ def evaluate(
             from cfe_cli import fid
 
             real_incep = fid.inception_features(real_t, inception)
+
+        def image_metrics(row: dict[str, Any], x_cf: torch.Tensor, x_all: torch.Tensor = x_all,
+                          real_feat: torch.Tensor | None = real_feat,
+                          real_incep: torch.Tensor | None = real_incep) -> None:
+            """The optional network-based metrics of one row's counterfactuals (CPU tensors)."""
+            if feats is not None and real_feat is not None:
+                _realism(row, feats, x_all, x_cf, real_feat)
+            if faces is not None:
+                _identity(row, faces, x_all, x_cf)
+            if real_incep is not None:
+                _fid(row, inception, x_cf, real_incep)
+            if lpips_net is not None:
+                _lpips(row, lpips_net, x_all, x_cf)
+
         for ex in explainers:
             scored: dict[str, list[torch.Tensor]] = {}
             scored_r: dict[str, list[torch.Tensor]] = {}
@@ -956,25 +970,11 @@ def evaluate(
             row["fail_pct"] = round(M.fail_rate(found_all), 3)
             row["seconds_total"] = round(seconds, 3)
             row["peak_memory_mb"] = M.peak_memory_mb(dev)
-            if feats is not None and real_feat is not None:
-                _realism(row, feats, x_all, x_cf_all, real_feat)
-            if faces is not None:
-                _identity(row, faces, x_all, x_cf_all)
-            if real_incep is not None:
-                _fid(row, inception, x_cf_all, real_incep)
-            if lpips_net is not None:
-                _lpips(row, lpips_net, x_all, x_cf_all)
+            image_metrics(row, x_cf_all)
             rows.append(row)
             if ex.method == "mirror":
                 rrow = _summarise("mirror@reflection", classes[s], classes[t], scored_r, len(idx), gen_seconds, steps)
-                if feats is not None and real_feat is not None:
-                    _realism(rrow, feats, x_all, torch.cat(refl_keep), real_feat)
-                if faces is not None:
-                    _identity(rrow, faces, x_all, torch.cat(refl_keep))
-                if real_incep is not None:
-                    _fid(rrow, inception, torch.cat(refl_keep), real_incep)
-                if lpips_net is not None:
-                    _lpips(rrow, lpips_net, x_all, torch.cat(refl_keep))
+                image_metrics(rrow, torch.cat(refl_keep))
                 rows.append(rrow)
             done += 1
             if progress is not None:

@@ -87,11 +87,10 @@ class FaceIdentity:
         up = F.interpolate(x.detach().float().cpu(), size=(_SIZE, _SIZE), mode="bicubic", align_corners=False)
         return np.ascontiguousarray((up.clamp(0, 1).permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8))
 
-    def boxes(self, x: torch.Tensor) -> list[tuple[int, int, int, int]]:
-        """One face box per image: the largest detection, else the CelebA default box."""
+    def _boxes(self, imgs: np.ndarray) -> list[tuple[int, int, int, int]]:
         out = []
         default = tuple(int(round(v * _SIZE)) for v in _DEFAULT_BOX)
-        for im in self._to_uint8(x):
+        for im in imgs:  # dlib's HOG detector takes one image at a time
             dets = self.detector(im, 0)
             if len(dets):
                 r = max(dets, key=lambda r: r.area())
@@ -100,20 +99,27 @@ class FaceIdentity:
                 out.append(default)  # type: ignore[arg-type]
         return out
 
-    def descriptors(self, x: torch.Tensor, boxes: list[tuple[int, int, int, int]] | None = None) -> torch.Tensor:
-        """128-d dlib descriptors ``(B, 128)``; ``boxes`` default to :meth:`boxes` of ``x``."""
+    def _descriptors(self, imgs: np.ndarray, boxes: list[tuple[int, int, int, int]]) -> torch.Tensor:
         dlib = self._dlib
-        imgs = self._to_uint8(x)
-        boxes = boxes if boxes is not None else self.boxes(x)
         batch_faces = []
         for im, (left, top, right, bottom) in zip(imgs, boxes, strict=True):
             faces = dlib.full_object_detections()
             faces.append(self.landmarks(im, dlib.rectangle(left, top, right, bottom)))
             batch_faces.append(faces)
-        vecs = self.net.compute_face_descriptor(list(imgs), batch_faces)
+        vecs = self.net.compute_face_descriptor(list(imgs), batch_faces)  # one batched call
         return torch.tensor(np.array([np.array(v[0]) for v in vecs]), dtype=torch.float32)
+
+    def boxes(self, x: torch.Tensor) -> list[tuple[int, int, int, int]]:
+        """One face box per image: the largest detection, else the CelebA default box."""
+        return self._boxes(self._to_uint8(x))
+
+    def descriptors(self, x: torch.Tensor, boxes: list[tuple[int, int, int, int]] | None = None) -> torch.Tensor:
+        """128-d dlib descriptors ``(B, 128)``; ``boxes`` default to :meth:`boxes` of ``x``."""
+        imgs = self._to_uint8(x)
+        return self._descriptors(imgs, boxes if boxes is not None else self._boxes(imgs))
 
     def distance(self, x_source: torch.Tensor, x_other: torch.Tensor) -> torch.Tensor:
         """Descriptor distance of each pair ``(B,)``; the other image is read in its source's box."""
-        boxes = self.boxes(x_source)
-        return (self.descriptors(x_source, boxes) - self.descriptors(x_other, boxes)).norm(dim=1)
+        src = self._to_uint8(x_source)
+        boxes = self._boxes(src)
+        return (self._descriptors(src, boxes) - self._descriptors(self._to_uint8(x_other), boxes)).norm(dim=1)

