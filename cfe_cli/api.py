@@ -182,7 +182,9 @@ def train_gen(
 
     ``method="mirror"`` writes ``<model>/mirror.safetensors`` (the Mirror-CFE decoder);
     ``method="vae"`` writes ``<model>/vae.safetensors`` (conv VAE for the latent methods)
-    and ``<model>/probes.safetensors`` (attribution probes on its latent codes).
+    and ``<model>/probes.safetensors`` (attribution probes on its latent codes);
+    ``method="cvae"`` (datasets with attributes: CelebA) writes ``<model>/cvae.safetensors``,
+    the attribute-conditional VAE that GCI edits (AttGAN's 13 attributes).
     The training data is the classifier's own dataset (from its metadata).
 
     ``init`` (mirror): fine-tune this decoder file (it must belong to the same classifier);
@@ -191,12 +193,14 @@ def train_gen(
     from cfe_cli.methods.mirror import MirrorCFE
     from cfe_cli.training import MirrorTrainConfig, train_mirror
 
-    if method not in ("mirror", "vae"):
-        raise InputError(f"unknown generator method '{method}'; available: mirror, vae")
+    if method not in ("mirror", "vae", "cvae"):
+        raise InputError(f"unknown generator method '{method}'; available: mirror, vae, cvae")
     dev = resolve_device(device)
     folder = resolve_model(model)
     if classifier is not None and method != "mirror":
         raise InputError("--classifier is for --method mirror: the VAE models the data and serves any classifier")
+    if out is not None and method == "vae":
+        raise InputError("--out is for --method mirror and cvae (the VAE and its probes go to the model folder)")
     if classifier is not None and out is None:
         raise InputError("--classifier needs --out FILE.safetensors (the model folder's decoder belongs to its "
                          "own classifier)")
@@ -212,6 +216,10 @@ def train_gen(
     if method == "vae":
         return _train_vae(folder, loaded, dataset, epochs=epochs, batch_size=batch_size, device=dev,
                           data_dir=data_dir, seed=seed, max_steps=max_steps, command=command, progress=progress)
+    if method == "cvae":
+        return _train_cvae(folder, loaded, dataset, epochs=epochs, batch_size=batch_size, device=dev,
+                           data_dir=data_dir, seed=seed, max_steps=max_steps, command=command, progress=progress,
+                           out=out)
     seed_everything(seed)
     train = load_dataset(dataset, "train", root=data_dir, size=loaded.config.resolution)
     cfg = MirrorTrainConfig(epochs=epochs or 20, batch_size=batch_size or 64, lr=lr or 2e-4, seed=seed,
@@ -388,6 +396,15 @@ class Explainer:
 
             dec = _mirror_decoder(self.folder, self.clf, self.device, decoder)
             self.mirror = MirrorCFE(self.clf.model, dec)
+        elif method == "gci" and (self.folder / "cvae.safetensors").is_file() and options.get("generator") != "vae":
+            from cfe_cli.attributions import AttributeInputs
+            from cfe_cli.models.weights import load_vae
+
+            # GCI edits the attribute input of the conditional generator (faces); ΔA is its attribution
+            self.generator, info = load_vae(self.folder, self.device, kind="cvae")
+            acc = info.get("attribute_accuracy") or {}
+            names = self.generator.attribute_names
+            self.probes = AttributeInputs(names, [float(acc.get(n, float("nan"))) for n in names])
         elif method in LATENT:
             from cfe_cli.models.weights import load_probes, load_vae
 
@@ -439,7 +456,7 @@ class Explainer:
         cf_probs = out.logits.softmax(1)
         with torch.inference_mode():
             if self.generator is not None:  # third panel: the generator's reconstruction G(E(x))
-                third = self.generator.decode(ctx.v0)
+                third = objective.decode(ctx.v0, ctx)
             else:  # pgd: the perturbation, centred on grey and scaled to its ε
                 eps = getattr(objective, "eps", 1.0)
                 third = (0.5 + 0.5 * (out.x_cf - x) / eps).clamp(0, 1)
@@ -643,7 +660,7 @@ def explain(
 
                     rec["attributions_path"] = str(bar_chart(
                         ex.probes.names, local[i].tolist(),  # type: ignore[union-attr]
-                        f"{name}: probe change p(z_cf) - p(z0)", out_dir / f"{name}_attributions.png"))
+                        f"{name}: {ex.probes.label}", out_dir / f"{name}_attributions.png"))  # type: ignore[union-attr]
             if res.video is not None:
                 v = res.video
                 pred_p = v["predicted"][i].cpu()
@@ -747,6 +764,65 @@ def _train_vae(folder: Path, loaded: LoadedClassifier, dataset: str, *, epochs: 
     save_probes(folder / "probes.safetensors", probes, {"dataset": dataset, "fit_on": "train mu", "command": command})
     out["probe_accuracy"] = dict(zip(names, probes.accuracy, strict=True))
     return out
+
+
+def _train_cvae(folder: Path, loaded: LoadedClassifier, dataset: str, *, epochs: int | None,
+                batch_size: int | None, device: torch.device, data_dir: str | os.PathLike[str] | None, seed: int,
+                max_steps: int | None, command: str, progress: Progress | None,
+                out: str | os.PathLike[str] | None) -> dict[str, Any]:
+    from cfe_cli.models.generators import ATTGAN_ATTRIBUTES, CondVAE, CondVAEConfig, default_vae_config
+    from cfe_cli.training import CondVAETrainConfig, attribute_targets, train_cvae
+
+    seed_everything(seed)
+    res = loaded.config.resolution
+    train = load_dataset(dataset, "train", root=data_dir, size=res)
+    if train.attributes is None or not train.attribute_names:
+        raise InputError(f"--method cvae needs a dataset with attributes (CelebA); {dataset} has none. GCI uses "
+                         f"the VAE's latent code as the attributes there (cfe train-gen --method vae)")
+    test = load_dataset(dataset, "test", root=data_dir, size=res)
+    base = default_vae_config(train.channels, res)
+    vcfg = CondVAEConfig(**{**base.to_dict(), "attributes": ATTGAN_ATTRIBUTES})
+    model = CondVAE(vcfg)
+    cfg = CondVAETrainConfig(epochs=epochs or 10, batch_size=batch_size or 128, seed=seed)
+    start = time.perf_counter()
+    history = train_cvae(model, train, cfg, device=device, progress=progress, max_steps=max_steps)
+    seconds = time.perf_counter() - start
+    names = list(vcfg.attributes)
+    a_te = attribute_targets(test, names)
+    clf = loaded.model.cpu()
+    with torch.inference_mode():
+        chunks = range(0, len(test), 256)
+        est = torch.cat([model.estimate_attributes(test.images[i:i + 256]) for i in chunks])
+        mu = torch.cat([model.encode(test.images[i:i + 256])[0] for i in chunks])
+        rec = torch.cat([model.decode(mu[i:i + 256], a_te[i:i + 256]) for i in chunks])
+        # edits: every test image decoded with the attributes of another test image
+        shuffled = a_te[torch.randperm(len(test), generator=torch.Generator().manual_seed(seed))]
+        edit_est = torch.cat([model.estimate_attributes(model.decode(mu[i:i + 256], shuffled[i:i + 256]))
+                              for i in chunks])
+        rec_acc = float((torch.cat([clf(rec[i:i + 256]).argmax(1) for i in chunks]) == test.labels).float().mean())
+        task = str(dataset).split(":", 1)[1] if ":" in str(dataset) else None
+        flip_rate = None
+        if task in names:  # flip only the task's attribute: does the explained classifier follow?
+            col = names.index(task)
+            flipped = a_te.clone()
+            flipped[:, col] = -flipped[:, col]
+            x_f = torch.cat([model.decode(mu[i:i + 256], flipped[i:i + 256]) for i in chunks])
+            pred_f = torch.cat([clf(x_f[i:i + 256]).argmax(1) for i in chunks])
+            flip_rate = float((pred_f == (flipped[:, col] > 0).long()).float().mean())
+    attr_acc = ((est > 0) == (a_te > 0)).float().mean(0)
+    edit_acc = float(((edit_est > 0) == (shuffled > 0)).float().mean())
+    l1 = float((rec - test.images).abs().mean())
+    info = {"dataset": dataset, "classes": loaded.classes, "method": "cvae", "train": cfg.__dict__,
+            "history": history, "seconds": round(seconds, 1), "device": str(device), "command": command,
+            "test_reconstruction_l1": round(l1, 5), "classifier_accuracy_on_reconstructions": round(rec_acc, 5),
+            "attribute_accuracy": {n: round(float(a), 4) for n, a in zip(names, attr_acc, strict=True)},
+            "edit_attribute_accuracy": round(edit_acc, 5), "task_attribute_flip_rate": flip_rate,
+            "trained_at": time.strftime("%Y-%m-%d %H:%M:%S"), "torch": torch.__version__}
+    path = save_module(Path(out) if out is not None else folder / "cvae.safetensors", model, kind="cvae",
+                       config=vcfg.to_dict(), info=info)
+    return {"path": str(path), "seconds": seconds, "history": history, "reconstruction_l1": l1,
+            "reconstruction_accuracy": rec_acc, "attribute_accuracy": float(attr_acc.mean()),
+            "edit_attribute_accuracy": edit_acc, "task_attribute_flip_rate": flip_rate}
 
 
 # ----------------------------------------------------------------------------- evaluate

@@ -11,6 +11,7 @@ training split and scored on held-out latents.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -27,6 +28,7 @@ class Probes:
     intercept: torch.Tensor
     thresholds: torch.Tensor
     accuracy: list[float]
+    label: ClassVar[str] = "probe change p(z_cf) - p(z0)"
 
     def probs(self, z: torch.Tensor) -> torch.Tensor:
         """p_j(z) for every attribute. ``(B, D) -> (B, A)``."""
@@ -35,6 +37,20 @@ class Probes:
     def state(self) -> dict[str, torch.Tensor]:
         return {"coef": self.coef.contiguous(), "intercept": self.intercept.contiguous(),
                 "thresholds": self.thresholds.contiguous()}
+
+
+@dataclass
+class AttributeInputs:
+    """The attribute input of a conditional generator (GCI) read as probes: the edited
+    variable *is* the attribute vector A ∈ [−1, 1], so p_j(A) = (A_j + 1)/2 and the local
+    score is ΔA_j / 2. ``accuracy``: the generator's attribute classifier on the test split."""
+
+    names: list[str]
+    accuracy: list[float]
+    label: ClassVar[str] = "attribute input change (A* - A0)/2"
+
+    def probs(self, a: torch.Tensor) -> torch.Tensor:
+        return (a + 1) / 2
 
 
 def fit_probes(z_train: torch.Tensor, attrs_train: torch.Tensor, z_test: torch.Tensor, attrs_test: torch.Tensor,

@@ -222,7 +222,8 @@ UserDecoder = Annotated[Path | None, typer.Option(
 @handle_errors
 def train_gen(
     model: Model,
-    method: Annotated[str, typer.Option("--method", help="mirror (Mirror-CFE decoder) or vae (latent methods).")] = "mirror",
+    method: Annotated[str, typer.Option("--method", help="mirror (Mirror-CFE decoder), vae (latent methods) or cvae "
+                                                  "(attribute-conditional VAE for GCI; CelebA).")] = "mirror",
     epochs: Annotated[int | None, typer.Option("--epochs", help="Epochs (default 20).")] = None,
     batch_size: Annotated[int | None, typer.Option("--batch-size", help="Default 64 (mirror), 128 (vae).")] = None,
     lr: Annotated[float | None, typer.Option("--lr", help="Default 2e-4 (mirror), 1e-3 (vae).")] = None,
@@ -241,7 +242,8 @@ def train_gen(
     """Train a generator against a model's frozen classifier (writes weights/NAME/<method>.safetensors)."""
     from cfe_cli import api
 
-    fields = ("epoch", "cls", "adv", "rec", "fea", "tri", "d") if method == "mirror" else ("epoch", "rec", "kl")
+    fields = {"mirror": ("epoch", "cls", "adv", "rec", "fea", "tri", "d"),
+              "cvae": ("epoch", "attr_bce", "rec", "kl", "edit_bce")}.get(method, ("epoch", "rec", "kl"))
     with progress_bar(f"train-gen {method}", fields) as update:
         r = api.train_gen(model, method=method, epochs=epochs, batch_size=batch_size, lr=lr, device=device,
                           data_dir=data_dir, seed=seed, max_steps=max_steps, classifier=classifier, weights=weights,
@@ -251,6 +253,14 @@ def train_gen(
                       f"{r['reconstruction_l1']:.4f}, classifier accuracy on reconstructions "
                       f"{r['reconstruction_accuracy'] * 100:.2f} %"
                       + ("" if "probe_accuracy" not in r else f"; {len(r['probe_accuracy'])} attribution probes"))
+        return
+    if method == "cvae":
+        flip = r["task_attribute_flip_rate"]
+        console.print(f"[green]conditional VAE[/] -> {r['path']} ({r['seconds']:.0f} s); test reconstruction L1 "
+                      f"{r['reconstruction_l1']:.4f}, classifier accuracy on reconstructions "
+                      f"{r['reconstruction_accuracy'] * 100:.2f} %, attribute classifier "
+                      f"{r['attribute_accuracy'] * 100:.2f} %, edits obeyed {r['edit_attribute_accuracy'] * 100:.2f} %"
+                      + ("" if flip is None else f", task attribute flipped -> classifier follows {flip * 100:.1f} %"))
         return
     console.print(f"[green]{method} decoder[/] -> {r['path']} ({r['seconds']:.0f} s); check on {r['n']} test images "
                   f"(runner-up target): validity {r['validity']:.3f}, reflection validity "

@@ -1,14 +1,17 @@
 """GCI: "Generative Counterfactual Introspection for Explainable Deep Learning",
 Liu, Kailkhura, Loveland, Han, arXiv:1907.03077 (GlobalSIP 2019).
 
-Space edited: the generator's attribute input A. For MNIST, Fashion-MNIST and BloodMNIST
-the latent code plays the attributes (the paper's own choice for unknown attributes):
-A0 = μ(x), x' = G(A). Objective, per sample:
+Space edited: the generator's attribute input A. With an attribute-conditional generator
+(``CondVAE``, CelebA: AttGAN's 13 attributes) the code z = μ(x) is held fixed and A starts
+at the image's estimated attributes A0 ∈ (−1, 1); x' = G(z, A), A clipped to the training
+range [−1, 1], and ΔA = A* − A0 says which attributes moved. For MNIST, Fashion-MNIST and
+BloodMNIST the latent code plays the attributes (the paper's own choice for unknown
+attributes): A0 = μ(x), x' = G(A), A clipped to ±5. Objective, per sample:
 
     λ · CE(f(G(A)), t) + mean |x − G(A)|^p
 
 Args (``GCIConfig``): lam λ = 1 (paper: not given; {0.1, 1, 10} swept, see
-docs/methods/latent.md), p = 1, lr = 0.05 (Adam), max_steps = 500, A clipped to ±5.
+docs/methods/latent.md), p = 1, lr = 0.05 (Adam), max_steps = 500.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ class GCIConfig:
     lr: float = 0.05
     max_steps: int = 500
     z_clip: float = 5.0
+    attr_clip: float = 1.0  # conditional generators: A stays in the training range
 
 
 class GCI(LatentObjective):
@@ -37,6 +41,24 @@ class GCI(LatentObjective):
     def __init__(self, generator: torch.nn.Module, config: GCIConfig | None = None) -> None:
         self.config = config or GCIConfig()
         super().__init__(generator, self.config.lr, self.config.z_clip)
+        self.conditional = hasattr(generator, "estimate_attributes")
+        self.attribute_names: list[str] | None = generator.attribute_names if self.conditional else None
+
+    def init(self, ctx: Context) -> torch.Tensor:
+        if not self.conditional:
+            return super().init(ctx)
+        ctx.extra["z"] = self.generator.encode(ctx.x)[0]
+        return self.generator.estimate_attributes(ctx.x)
+
+    def decode(self, v: torch.Tensor, ctx: Context) -> torch.Tensor:
+        if not self.conditional:
+            return super().decode(v, ctx)
+        return self.generator.decode(ctx.extra["z"], v)
+
+    def project(self, v: torch.Tensor, ctx: Context) -> torch.Tensor:
+        if not self.conditional:
+            return super().project(v, ctx)
+        return v.clamp(-self.config.attr_clip, self.config.attr_clip)
 
     def loss(self, v: torch.Tensor, x: torch.Tensor, logits: torch.Tensor, ctx: Context) -> torch.Tensor:
         c = self.config

@@ -175,3 +175,68 @@ class ConvVAE(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.decode(self.encode(x)[0])
+
+
+# ----------------------------------------------------------------------------- attribute-conditional VAE
+
+# AttGAN's 13 CelebA attributes (He et al., 2019), the generator GCI used on faces.
+ATTGAN_ATTRIBUTES = ("Bald", "Bangs", "Black_Hair", "Blond_Hair", "Brown_Hair", "Bushy_Eyebrows", "Eyeglasses",
+                     "Male", "Mouth_Slightly_Open", "Mustache", "No_Beard", "Pale_Skin", "Young")
+
+
+@dataclass(frozen=True)
+class CondVAEConfig(VAEConfig):
+    """Rebuilds a :class:`CondVAE`: a :class:`VAEConfig` plus the attribute names it is conditioned on."""
+
+    attributes: tuple[str, ...] = ATTGAN_ATTRIBUTES
+
+    @classmethod
+    def from_dict(cls, d: dict[str, object]) -> CondVAEConfig:
+        known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
+        for k in ("widths", "attributes"):
+            if k in known:
+                known[k] = tuple(known[k])  # type: ignore[arg-type]
+        return cls(**known)  # type: ignore[arg-type]
+
+
+class CondVAE(ConvVAE):
+    """Attribute-conditional VAE ``G(E(x), A)`` for GCI on faces, with its attribute classifier.
+
+    The decoder reads the latent code and an attribute vector ``A`` in [-1, 1] (−1 absent,
+    +1 present; the training range). ``attribute_net`` is a multi-label classifier of the
+    same attributes (the plain ``convnet`` architecture); it gives ``A0`` for images without
+    labels and, frozen, teaches the decoder to obey edited attributes during training.
+
+    Shape: ``encode``: ``(B, C, R, R) -> (mu, logvar) (B, D)``; ``decode(z (B, D), a (B, A))
+    -> (B, C, R, R)`` in [0, 1]; ``estimate_attributes``: ``(B, C, R, R) -> (B, A)`` in (−1, 1).
+    """
+
+    def __init__(self, config: CondVAEConfig) -> None:
+        from cfe_cli.models.classifiers import GAPClassifier, make_config
+
+        super().__init__(config)
+        c = config
+        self.fc = nn.Linear(c.latent_dim + len(c.attributes), self.fc.out_features)
+        mean, std = (0.5,) * c.in_channels, (0.5,) * c.in_channels
+        self.attribute_net = GAPClassifier(make_config("convnet", in_channels=c.in_channels,
+                                                       num_classes=len(c.attributes), resolution=c.resolution,
+                                                       mean=mean, std=std))
+
+    @property
+    def attribute_names(self) -> list[str]:
+        return list(self.config.attributes)  # type: ignore[attr-defined]
+
+    def decode_logits(self, z: torch.Tensor, a: torch.Tensor | None = None) -> torch.Tensor:  # type: ignore[override]
+        if a is None:
+            raise ValueError("CondVAE.decode needs the attribute vector a (B, A)")
+        return super().decode_logits(torch.cat([z, a], dim=1))
+
+    def decode(self, z: torch.Tensor, a: torch.Tensor | None = None) -> torch.Tensor:  # type: ignore[override]
+        return torch.sigmoid(self.decode_logits(z, a))
+
+    def estimate_attributes(self, x: torch.Tensor) -> torch.Tensor:
+        """``A0`` of unlabelled images: ``2·σ(attribute logits) − 1``."""
+        return torch.sigmoid(self.attribute_net(x)) * 2 - 1
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.decode(self.encode(x)[0], self.estimate_attributes(x))

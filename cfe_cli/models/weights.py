@@ -188,10 +188,11 @@ def list_models() -> list[dict[str, Any]]:
 
 def _load_generator(folder: str | os.PathLike[str], kind: str, device: str | torch.device,
                     file: str | os.PathLike[str] | None = None) -> tuple[nn.Module, dict[str, Any]]:
-    """Load a generator (``mirror`` decoder or ``vae``) of a model folder, or from ``file``."""
-    from cfe_cli.models.generators import ConvVAE, DecoderConfig, MirrorDecoder, VAEConfig
+    """Load a generator (``mirror`` decoder, ``vae`` or ``cvae``) of a model folder, or from ``file``."""
+    from cfe_cli.models.generators import CondVAE, CondVAEConfig, ConvVAE, DecoderConfig, MirrorDecoder, VAEConfig
 
-    builders = {"mirror": (MirrorDecoder, DecoderConfig), "vae": (ConvVAE, VAEConfig)}
+    builders = {"mirror": (MirrorDecoder, DecoderConfig), "vae": (ConvVAE, VAEConfig),
+                "cvae": (CondVAE, CondVAEConfig)}
     if kind not in builders:
         raise WeightsError(f"unknown generator kind '{kind}'; known: {', '.join(builders)}")
     path = Path(file) if file is not None else Path(folder) / f"{kind}.safetensors"
@@ -218,9 +219,11 @@ def load_decoder(folder: str | os.PathLike[str], kind: str = "mirror", device: s
     return _load_generator(folder, kind, device, file)
 
 
-def load_vae(folder: str | os.PathLike[str], device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
-    """Load a model folder's conv VAE (``vae.safetensors``) for the latent methods."""
-    return _load_generator(folder, "vae", device)
+def load_vae(folder: str | os.PathLike[str], device: str | torch.device = "cpu",
+             kind: str = "vae") -> tuple[nn.Module, dict[str, Any]]:
+    """Load a model folder's conv VAE (``vae.safetensors``) for the latent methods, or with
+    ``kind="cvae"`` its attribute-conditional VAE (``cvae.safetensors``, GCI on faces)."""
+    return _load_generator(folder, kind, device)
 
 
 def save_probes(path: str | os.PathLike[str], probes: Any, info: dict[str, Any]) -> Path:
