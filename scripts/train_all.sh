@@ -33,4 +33,8 @@ cfe train-gen --model fashion-mnist --method vae --epochs 4 "${DEV[@]}"
 
 # CelebA (64², outside the repository)
 cfe train-clf --dataset celeba:Mouth_Slightly_Open --epochs 25 --out "$CELEBA_DIR/celeba-mouth" "${DEV[@]}"
-cfe train-clf --dataset celeba:Smiling --epochs 25 --out "$CELEBA_DIR/celeba-smiling" "${DEV[@]}"
+cfe train-gen --model "$CELEBA_DIR/celeba-mouth" --method vae --epochs 10 "${DEV[@]}"
+cfe train-gen --model "$CELEBA_DIR/celeba-mouth" --method cvae --epochs 10 "${DEV[@]}"   # GCI's conditional generator
+# Smiling: warm start from the mouth classifier (same faces, related features), 8 epochs
+cfe train-clf --dataset celeba:Smiling --init "$CELEBA_DIR/celeba-mouth/classifier.safetensors" --epochs 8 --lr 1e-3 \
+    --out "$CELEBA_DIR/celeba-smiling" "${DEV[@]}"
