@@ -311,6 +311,18 @@ class VAETrainConfig:
     seed: int = 0
 
 
+def elbo_terms(vae: torch.nn.Module, x: torch.Tensor,
+               a: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One reparameterised sample: ``z (B, D)``, the summed pixel BCE ``(B,)`` and the KL ``(B,)``.
+    ``a``: the attribute vector of a conditional VAE."""
+    mu, logvar = vae.encode(x)
+    z = mu + torch.randn_like(mu) * (0.5 * logvar).exp()
+    logits = vae.decode_logits(z) if a is None else vae.decode_logits(z, a)
+    rec = F.binary_cross_entropy_with_logits(logits, x, reduction="none").sum(dim=(1, 2, 3))
+    kl = 0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar).sum(1)
+    return z, rec, kl
+
+
 def train_vae(vae: torch.nn.Module, train: Dataset, cfg: VAETrainConfig, *, device: torch.device | str = "cpu",
               progress: Progress | None = None, max_steps: int | None = None) -> list[dict[str, float]]:
     """Train a :class:`~cfe_cli.models.generators.ConvVAE` with BCE (summed over pixels) + β·KL."""
@@ -332,10 +344,7 @@ def train_vae(vae: torch.nn.Module, train: Dataset, cfg: VAETrainConfig, *, devi
             if step >= total:
                 break
             x = train.images[perm[i:i + cfg.batch_size]].to(device)
-            mu, logvar = vae.encode(x)
-            z = mu + torch.randn_like(mu) * (0.5 * logvar).exp()
-            rec = F.binary_cross_entropy_with_logits(vae.decode_logits(z), x, reduction="none").sum(dim=(1, 2, 3))
-            kl = 0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar).sum(1)
+            z, rec, kl = elbo_terms(vae, x)
             loss = (rec + cfg.beta * kl).mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -444,11 +453,7 @@ def train_cvae(model: torch.nn.Module, train: Dataset, cfg: CondVAETrainConfig, 
                 break
             j = perm[i:i + cfg.batch_size]
             x, a = train.images[j].to(device), a_all[j].to(device)
-            mu, logvar = model.encode(x)
-            z = mu + torch.randn_like(mu) * (0.5 * logvar).exp()
-            rec = F.binary_cross_entropy_with_logits(model.decode_logits(z, a), x,
-                                                     reduction="none").sum(dim=(1, 2, 3))
-            kl = 0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar).sum(1)
+            z, rec, kl = elbo_terms(model, x, a)
             a_new = a[torch.randperm(len(j), generator=gen).to(device)]
             x_new = model.decode(z, a_new)
             att = F.binary_cross_entropy_with_logits(net(x_new), (a_new > 0).float(), reduction="none").mean(1)
