@@ -30,6 +30,7 @@ cfe train-clf --dataset fashion-mnist --init /tmp/fmnist_stage2.safetensors --ep
     --batch-size 256 --seed 2 --out weights/fashion-mnist "${DEV[@]}"
 cfe train-clf --dataset fashion-mnist --arch convnet --seed 1 --epochs 5 --oracle --out weights/fashion-mnist "${DEV[@]}"
 cfe train-gen --model fashion-mnist --method vae --epochs 4 "${DEV[@]}"
+cfe train-gen --model fashion-mnist --method mirror --epochs 3 "${DEV[@]}"
 
 # CelebA (64², outside the repository)
 cfe train-clf --dataset celeba:Mouth_Slightly_Open --epochs 25 --out "$CELEBA_DIR/celeba-mouth" "${DEV[@]}"
