@@ -36,6 +36,7 @@ cfe train-gen --model fashion-mnist --method mirror --epochs 3 "${DEV[@]}"
 cfe train-clf --dataset celeba:Mouth_Slightly_Open --epochs 25 --out "$CELEBA_DIR/celeba-mouth" "${DEV[@]}"
 cfe train-gen --model "$CELEBA_DIR/celeba-mouth" --method vae --epochs 10 "${DEV[@]}"
 cfe train-gen --model "$CELEBA_DIR/celeba-mouth" --method cvae --epochs 10 "${DEV[@]}"   # GCI's conditional generator
+cfe train-gen --model "$CELEBA_DIR/celeba-mouth" --method mirror --epochs 3 "${DEV[@]}"
 # Smiling: warm start from the mouth classifier (same faces, related features), 8 epochs
 cfe train-clf --dataset celeba:Smiling --init "$CELEBA_DIR/celeba-mouth/classifier.safetensors" --epochs 8 --lr 1e-3 \
     --out "$CELEBA_DIR/celeba-smiling" "${DEV[@]}"
