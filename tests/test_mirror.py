@@ -123,4 +123,5 @@ def test_first_cfe_search_matches_the_exhaustive_sweep():
     assert (res["index"] == want).float().mean() >= 0.98
     ok = res["found"]
     assert torch.allclose(res["x_cf"][ok], sw["x"][ok, res["index"][ok]], atol=1e-5)
-    assert (res["decodes"].float().mean() < 10)
+    assert res["decodes"].float().mean() < 6  # 4.9 on the first 512 test digits
+    assert torch.equal(res["cf_probs"].argmax(1) == prep["target"], res["found"])
