@@ -41,11 +41,11 @@ def _fmt(v: object, spec: str) -> str:
 def table(doc: dict, dataset: str) -> str:
     lines = [f"### {dataset} (n = {doc['n_per_pair']} per direction, pairs {', '.join(doc['pairs'])})", "",
              f"Command: `{doc['command']}`  ", f"Device: {doc['device']}, {doc['machine']}", "",
-             "| method | Val↑ | D.Val↑ | O.Val↑ | %Fail↓ | L1↓ | L2↓ | sparsity | SSIM↑ | COUT↑ | FD-eff¹↓ | DFD-eff¹↓ | steps | CF/s |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| method | n | Val↑ | D.Val↑ | O.Val↑ | %Fail↓ | L1↓ | L2↓ | sparsity | SSIM↑ | COUT↑ | FD-eff¹↓ | DFD-eff¹↓ | steps | CF/s |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in doc["overall"]:
         lines.append("| " + " | ".join([
-            r["method"], _fmt(r.get("valid"), ".3f"), _fmt(r.get("denoised_valid"), ".3f"),
+            r["method"], _fmt(r.get("n"), "d"), _fmt(r.get("valid"), ".3f"), _fmt(r.get("denoised_valid"), ".3f"),
             _fmt(r.get("oracle_valid"), ".3f"), _fmt(r.get("fail_pct"), ".1f"), _fmt(r.get("l1"), ".3f"),
             _fmt(r.get("l2"), ".3f"), _fmt(r.get("sparsity"), ".3f"), _fmt(r.get("ssim"), ".3f"),
             _fmt(r.get("cout"), ".3f"), _fmt(r.get("fd_effnetlite0"), ".2f"), _fmt(r.get("dfd_effnetlite0"), ".3f"),
@@ -66,6 +66,8 @@ def main() -> None:
     ap.add_argument("--out", default="out/reproduce")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--no-realism", action="store_true")
+    ap.add_argument("--tables-only", action="store_true",
+                    help="rebuild table.md from the metrics.json files already under --out (no evaluation)")
     a = ap.parse_args()
     parts = [f"Machine: {platform.machine()} {platform.processor()}", ""]
     for ds in a.datasets.split(","):
@@ -74,6 +76,10 @@ def main() -> None:
                PAIRS[ds], "--n", str(a.n), "--out", str(out), "--device", a.device]
         if a.no_realism:
             cmd.append("--no-realism")
+        if a.tables_only:
+            if (out / "metrics.json").is_file():
+                parts += [table(json.loads((out / "metrics.json").read_text()), ds), ""]
+            continue
         r = subprocess.run(cmd, capture_output=True, text=True)
         if r.returncode != 0:
             parts.append(f"### {ds}\n\nnot run: {r.stderr.strip().splitlines()[-1] if r.stderr.strip() else r.returncode}")
