@@ -37,6 +37,7 @@ cfe train-clf --dataset celeba:Mouth_Slightly_Open --epochs 25 --out "$CELEBA_DI
 cfe train-gen --model "$CELEBA_DIR/celeba-mouth" --method vae --epochs 10 "${DEV[@]}"
 cfe train-gen --model "$CELEBA_DIR/celeba-mouth" --method cvae --epochs 10 "${DEV[@]}"   # GCI's conditional generator
 cfe train-gen --model "$CELEBA_DIR/celeba-mouth" --method mirror --epochs 3 "${DEV[@]}"
+cfe train-clf --dataset celeba:Mouth_Slightly_Open --arch convnet --seed 1 --epochs 20 --oracle --out "$CELEBA_DIR/celeba-mouth" "${DEV[@]}"
 # Smiling: warm start from the mouth classifier (same faces, related features), 8 epochs
 cfe train-clf --dataset celeba:Smiling --init "$CELEBA_DIR/celeba-mouth/classifier.safetensors" --epochs 8 --lr 1e-3 \
     --out "$CELEBA_DIR/celeba-smiling" "${DEV[@]}"
