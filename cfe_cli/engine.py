@@ -5,11 +5,11 @@ counterfactual, the step budget, early stopping and trajectory recording. A meth
 small :class:`Objective` (see ``cfe_cli/methods/``): it says how to initialise the
 variable, decode it to an image, score it, step it and project it.
 
-Each step, for the whole batch:
+Each step, for the rows still running (finished rows leave the batch and stay frozen):
     1. ``x = decode(v)``; ``p = softmax(f(x))``.
-    2. ``newly = ~done & (p_t ≥ τ) & (argmax = t)``; keep ``best[newly] = x``; ``done |= newly``.
-    3. ``loss = objective.loss(...)`` ``(B,)``, masked by ``~done``; backward.
-    4. optimiser step, then frozen rows are restored (Adam's momentum would move them).
+    2. ``passed = (p_t ≥ τ) & (argmax = t)``; ``best[rows] = x``; passed rows are done.
+    3. ``loss = objective.loss(...)`` per row, masked by ``~passed``; backward.
+    4. optimiser step (Adam with per-row state, or the objective's own step).
     5. ``objective.project(v)``.
 Stops when every sample is done or after ``max_steps``.
 """
@@ -105,69 +105,102 @@ class EngineResult:
     frame_steps: Tensor | None = None
 
 
-def _rows(mask: Tensor, like: Tensor) -> Tensor:
-    return mask.view(-1, *[1] * (like.dim() - 1))
+def _subset(ctx: Context, idx: Tensor) -> Context:
+    """The context of the rows ``idx``: every batch-shaped tensor (leading dim B) is indexed."""
+    B = ctx.x.shape[0]
+
+    def pick(t: object) -> object:
+        return t[idx] if isinstance(t, Tensor) and t.dim() > 0 and t.shape[0] == B else t
+
+    return Context(ctx.classifier, ctx.x[idx], ctx.source[idx], ctx.target[idx],
+                   pick(ctx.v0), {k: pick(v) for k, v in ctx.extra.items()})  # type: ignore[arg-type]
+
+
+class _BatchAdam:
+    """Adam with per-row state, so rows can leave the batch (``torch.optim.Adam``'s update, β = (0.9, 0.999), ε = 1e-8).
+
+    Every row still in the batch has been in it since step 0, so one step count serves all.
+    """
+
+    def __init__(self, like: Tensor, lr: float, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8) -> None:
+        self.m = torch.zeros_like(like)
+        self.s = torch.zeros_like(like)
+        self.lr, self.betas, self.eps, self.t = lr, betas, eps, 0
+
+    def step(self, v: Tensor, grad: Tensor, rows: Tensor) -> Tensor:
+        b1, b2 = self.betas
+        self.t += 1
+        m = self.m[rows].mul_(b1).add_(grad, alpha=1 - b1)
+        s = self.s[rows].mul_(b2).addcmul_(grad, grad, value=1 - b2)
+        self.m[rows], self.s[rows] = m, s
+        denom = (s.sqrt() / (1 - b2 ** self.t) ** 0.5).add_(self.eps)
+        return v - (self.lr / (1 - b1 ** self.t)) * m / denom
 
 
 def run(objective: Objective, ctx: Context, cfg: EngineConfig) -> EngineResult:
     """Optimise a batch until each sample passes the threshold or the budget runs out.
+
+    Only the rows still running are decoded, scored and stepped: a row that passes the
+    threshold leaves the batch (its counterfactual is frozen), so a batch costs the sum of
+    its rows' steps, not ``B × max(steps)``. Objectives see a :class:`Context` of the running
+    rows only; keys an objective adds to ``ctx.extra`` at step 0 (all rows running) are kept.
 
     Shape: ``ctx.x (B, C, H, W)``, ``ctx.target (B,)``.
     """
     clf = ctx.classifier
     B = ctx.x.shape[0]
     dev = ctx.x.device
-    rows = torch.arange(B, device=dev)
     with torch.no_grad():
-        v = objective.init(ctx).detach().clone()
-    ctx.v0 = v.detach().clone()
-    v.requires_grad_(True)
-    opt = torch.optim.Adam([v], lr=objective.lr) if objective.optimizer == "adam" else None
+        v_all = objective.init(ctx).detach().clone()
+    ctx.v0 = v_all.clone()
+    adam = _BatchAdam(v_all, objective.lr) if objective.optimizer == "adam" else None
     done = torch.zeros(B, dtype=torch.bool, device=dev)
     steps = torch.full((B,), cfg.max_steps, dtype=torch.long, device=dev)
     best_x: Tensor | None = None
-    best_v = v.detach().clone()
+    best_v = v_all.clone()
     frames: list[Tensor] = []
     frame_steps: list[int] = []
     use_amp = cfg.amp and dev.type == "cuda"
+    act = torch.arange(B, device=dev)  # rows still running
+    sub = ctx
     for step in range(cfg.max_steps + 1):
+        v = v_all[act].requires_grad_(True)
         with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=use_amp):
-            x = objective.decode(v, ctx).clamp(0, 1)
+            x = objective.decode(v, sub).clamp(0, 1)
             logits = clf(x).float()
         p = logits.softmax(1)
-        p_t = p[rows, ctx.target]
-        passed = (p_t >= cfg.threshold) & (p.argmax(1) == ctx.target)
-        newly = passed & ~done
+        p_t = p.gather(1, sub.target[:, None]).squeeze(1)
+        passed = (p_t >= cfg.threshold) & (p.argmax(1) == sub.target)
+        # running rows track the latest iterate (the success point for rows passing now;
+        # the last iterate for rows that never pass)
+        if best_x is None:
+            best_x = x.detach().clone()
+        else:
+            best_x[act] = x.detach().to(best_x.dtype)
+        best_v[act] = v.detach()
         if cfg.record_every and step % cfg.record_every == 0:
-            frames.append(x.detach())  # done rows are frozen, so they show their counterfactual
+            frames.append(best_x.clone())  # finished rows show their counterfactual
             frame_steps.append(step)
-        # rows not done before this step track the latest iterate (the success point for
-        # ``newly``; the last iterate for rows that never pass)
-        best_x = x.detach().clone() if best_x is None else torch.where(_rows(~done, x), x.detach(), best_x)
-        best_v = torch.where(_rows(~done, v), v.detach(), best_v)
-        steps = torch.where(newly, torch.full_like(steps, step), steps)
-        done = done | newly
-        if bool(done.all()) or step == cfg.max_steps:
+        steps[act[passed]] = step
+        done[act[passed]] = True
+        keep = ~passed
+        if not bool(keep.any()) or step == cfg.max_steps:
             break
-        loss = objective.loss(v, x, logits, ctx)  # (B,)
-        total = (loss * (~done).float()).sum()
+        loss = objective.loss(v, x, logits, sub)  # (A,)
+        total = (loss * keep.float()).sum()
         grad = torch.autograd.grad(total, v)[0]
         with torch.no_grad():
-            v_prev = v.detach().clone()
-            if opt is not None:
-                v.grad = grad
-                opt.step()
-                opt.zero_grad(set_to_none=True)
-                new_v = v.detach()
-            else:
-                new_v = objective.step(v.detach(), grad, ctx)
-            new_v = objective.project(new_v, ctx)
-            v.copy_(torch.where(_rows(done, v), v_prev, new_v))
+            new_v = adam.step(v.detach(), grad, act) if adam is not None else objective.step(v.detach(), grad, sub)
+            new_v = objective.project(new_v, sub)
+            v_all[act[keep]] = new_v[keep].to(v_all.dtype)
+        if bool(passed.any()):
+            act = act[keep]
+            sub = _subset(ctx, act)
     assert best_x is not None
     with torch.no_grad():
         x_cf = objective.finalize(best_x, ctx)
         logits = clf(x_cf).float()
-        p_t = logits.softmax(1)[rows, ctx.target]
+        p_t = logits.softmax(1)[torch.arange(B, device=dev), ctx.target]
         success = done & (logits.argmax(1) == ctx.target)
     fr = torch.stack(frames) if frames else None
     fs = torch.tensor(frame_steps) if frame_steps else None
