@@ -120,7 +120,7 @@ def bar_chart(names: list[str], values: list[float], title: str, path, top: int 
     d.text((10, 10), title, fill="black", font=font)
     vmax = max((abs(values[i]) for i in order), default=1.0) or 1.0
     mid = left + (W - left - 20) // 2
-    half = (W - left - 30) // 2
+    half = (W - left - 20) // 2 - 64  # room for the value label beside the longest bar
     d.line([(mid, 40), (mid, H - 10)], fill=(120, 120, 120))
     for r, i in enumerate(order):
         y = 50 + r * row

@@ -42,3 +42,4 @@ cfe train-clf --dataset celeba:Mouth_Slightly_Open --arch convnet --seed 1 --epo
 cfe train-clf --dataset celeba:Smiling --init "$CELEBA_DIR/celeba-mouth/classifier.safetensors" --epochs 8 --lr 1e-3 \
     --out "$CELEBA_DIR/celeba-smiling" "${DEV[@]}"
 cfe train-gen --model "$CELEBA_DIR/celeba-smiling" --method mirror --epochs 3 "${DEV[@]}"
+cfe train-gen --model "$CELEBA_DIR/celeba-smiling" --method vae --epochs 10 "${DEV[@]}"
