@@ -84,6 +84,7 @@ def train_clf(
     init: str | os.PathLike[str] | None = None,
     augment: str | None = None,
     label_smoothing: float = 0.0,
+    ema: float = 0.0,
     max_steps: int | None = None,
     command: str = "",
     progress: Progress | None = None,
@@ -91,7 +92,8 @@ def train_clf(
     """Train a GAP classifier on ``dataset``, evaluate on its test split, save safetensors.
 
     Writes ``out/classifier.safetensors`` (or ``out/oracle.safetensors`` with
-    ``kind="oracle"``). Returns a record with the measured test accuracy and the path.
+    ``kind="oracle"``). ``ema`` > 0 saves an exponential moving average of the weights (decay
+    ``ema`` per step). Returns a record with the measured test accuracy and the path.
     """
     dev = resolve_device(device)
     if arch is not None and arch not in ARCHS:
@@ -102,6 +104,8 @@ def train_clf(
         raise InputError(f"unknown augmentation '{augment}'; known: {', '.join(AUGMENTS)}")
     if not 0.0 <= label_smoothing < 1.0:
         raise InputError("--label-smoothing must be in [0, 1)")
+    if not 0.0 <= ema < 1.0:
+        raise InputError("--ema must be in [0, 1) (e.g. 0.999; 0 = off)")
     out_dir = _out_dir(out)
     seed_everything(seed)
     train = load_dataset(dataset, "train", root=data_dir, size=size)
@@ -123,7 +127,7 @@ def train_clf(
                            "history": start.info.get("history")}]
     tcfg = ClassifierTrainConfig(epochs=epochs or DEFAULT_EPOCHS.get(base, 15), batch_size=batch_size, lr=lr,
                                  augment=augment or DEFAULT_AUGMENT.get(base, "shift"),
-                                 label_smoothing=label_smoothing, seed=seed)
+                                 label_smoothing=label_smoothing, ema=ema, seed=seed)
     result = train_classifier(model, train, test, tcfg, device=dev, progress=progress, max_steps=max_steps)
     val_acc = None
     if base in ("bloodmnist", "celeba"):
@@ -170,6 +174,8 @@ def train_gen(
     out: str | os.PathLike[str] | None = None,
     init: str | os.PathLike[str] | None = None,
     lambda_cls: float | None = None,
+    k_cfe_share: float | None = None,
+    augment: str | None = None,
     command: str = "",
     progress: Progress | None = None,
 ) -> dict[str, Any]:
@@ -188,7 +194,9 @@ def train_gen(
     The training data is the classifier's own dataset (from its metadata).
 
     ``init`` (mirror): fine-tune this decoder file (it must belong to the same classifier);
-    ``lambda_cls`` (mirror): weight of the classification loss (default 1).
+    ``lambda_cls`` (mirror): weight of the classification loss (default 1);
+    ``k_cfe_share`` (mirror): share of training samples whose k is drawn from U[0.5, 1] instead
+    of U[0, 1] (default 0); ``augment`` (mirror): augmentation of the training images (default none).
     """
     from cfe_cli.methods.mirror import MirrorCFE
     from cfe_cli.training import MirrorTrainConfig, train_mirror
@@ -206,8 +214,13 @@ def train_gen(
                          "own classifier)")
     if out is not None and Path(out).suffix != ".safetensors":
         raise InputError(f"--out must name a .safetensors file; got {out}")
-    if method != "mirror" and (init is not None or lambda_cls is not None):
-        raise InputError("--init and --lambda-cls are options of --method mirror")
+    if method != "mirror" and (init is not None or lambda_cls is not None or k_cfe_share is not None
+                               or augment is not None):
+        raise InputError("--init, --lambda-cls, --k-cfe-share and --augment are options of --method mirror")
+    if k_cfe_share is not None and not 0.0 <= k_cfe_share <= 1.0:
+        raise InputError("--k-cfe-share must be in [0, 1]")
+    if augment is not None and augment not in AUGMENTS:
+        raise InputError(f"unknown augmentation '{augment}'; known: {', '.join(AUGMENTS)}")
     loaded = load_any_classifier(folder, dev, classifier, weights)
     _require_mirror_structure(loaded)
     dataset = loaded.info.get("dataset")
@@ -223,7 +236,8 @@ def train_gen(
     seed_everything(seed)
     train = load_dataset(dataset, "train", root=data_dir, size=loaded.config.resolution)
     cfg = MirrorTrainConfig(epochs=epochs or 20, batch_size=batch_size or 64, lr=lr or 2e-4, seed=seed,
-                            lambda_cls=1.0 if lambda_cls is None else lambda_cls)
+                            lambda_cls=1.0 if lambda_cls is None else lambda_cls,
+                            k_cfe_share=k_cfe_share or 0.0, augment=augment or "none")
     start_dec, earlier = None, []
     if init is not None:
         from cfe_cli.models.weights import load_decoder

@@ -137,8 +137,11 @@ def train_clf(
     oracle: Annotated[bool, typer.Option("--oracle", help="Write oracle.safetensors (independent classifier).")] = False,
     init: Annotated[Path | None, typer.Option("--init", help="Fine-tune: start from this classifier.safetensors.")] = None,
     augment: Annotated[str | None, typer.Option(
-        "--augment", help="none, shift, shift-flip, translate-flip, flip-rot, face (default per dataset).")] = None,
+        "--augment", help="none, shift, shift-flip, translate-flip, translate-flip-erase, flip-rot, face "
+                          "(default per dataset).")] = None,
     label_smoothing: Annotated[float, typer.Option("--label-smoothing", help="Cross-entropy label smoothing.")] = 0.0,
+    ema: Annotated[float, typer.Option("--ema", help="Save an exponential moving average of the weights with this "
+                                       "decay per step (e.g. 0.999; 0 = off).")] = 0.0,
     device: Device = "auto",
     data_dir: DataDir = None,
 ) -> None:
@@ -148,7 +151,8 @@ def train_clf(
     with progress_bar(f"train {dataset}", ("epoch", "loss", "acc")) as update:
         r = api.train_clf(dataset, out=out, arch=arch, epochs=epochs, batch_size=batch_size, lr=lr, device=device,
                           data_dir=data_dir, size=size, seed=seed, kind="oracle" if oracle else "classifier", init=init,
-                          augment=augment, label_smoothing=label_smoothing, command=command_line(), progress=update)
+                          augment=augment, label_smoothing=label_smoothing, ema=ema, command=command_line(),
+                          progress=update)
     val = f", val accuracy {r['val_accuracy'] * 100:.2f} %" if r["val_accuracy"] is not None else ""
     console.print(f"[green]test accuracy {r['test_accuracy'] * 100:.2f} %[/]{val} "
                   f"({r['epochs']} epochs, {r['seconds']:.0f} s) -> {r['path']}")
@@ -236,6 +240,10 @@ def train_gen(
     init: Annotated[Path | None, typer.Option("--init", help="mirror: fine-tune this decoder .safetensors.")] = None,
     lambda_cls: Annotated[float | None, typer.Option("--lambda-cls", help="mirror: classification-loss weight "
                                                      "(default 1).")] = None,
+    k_cfe_share: Annotated[float | None, typer.Option("--k-cfe-share", help="mirror: share of training samples with "
+                                                      "k drawn from U[0.5, 1] instead of U[0, 1] (default 0).")] = None,
+    augment: Annotated[str | None, typer.Option("--augment", help="mirror: augmentation of the training images "
+                                                "(names as for train-clf; default none).")] = None,
     device: Device = "auto",
     data_dir: DataDir = None,
 ) -> None:
@@ -247,7 +255,8 @@ def train_gen(
     with progress_bar(f"train-gen {method}", fields) as update:
         r = api.train_gen(model, method=method, epochs=epochs, batch_size=batch_size, lr=lr, device=device,
                           data_dir=data_dir, seed=seed, max_steps=max_steps, classifier=classifier, weights=weights,
-                          out=out, init=init, lambda_cls=lambda_cls, command=command_line(), progress=update)
+                          out=out, init=init, lambda_cls=lambda_cls, k_cfe_share=k_cfe_share, augment=augment,
+                          command=command_line(), progress=update)
     if method == "vae":
         console.print(f"[green]VAE[/] -> {r['path']} ({r['seconds']:.0f} s); test reconstruction L1 "
                       f"{r['reconstruction_l1']:.4f}, classifier accuracy on reconstructions "

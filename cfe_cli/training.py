@@ -29,11 +29,39 @@ class ClassifierTrainConfig:
     lr: float = 3e-3
     weight_decay: float = 5e-4
     label_smoothing: float = 0.0
-    augment: str = "shift"  # none | shift | shift-flip | translate-flip | flip-rot (microscopy) | face
+    augment: str = "shift"  # none | shift | shift-flip | translate-flip | translate-flip-erase | flip-rot | face
+    ema: float = 0.0  # > 0: keep an exponential moving average of the weights (and BN statistics) and save it
     seed: int = 0
 
 
-AUGMENTS = ("none", "shift", "shift-flip", "translate-flip", "flip-rot", "face")
+AUGMENTS = ("none", "shift", "shift-flip", "translate-flip", "translate-flip-erase", "flip-rot", "face")
+
+
+def random_erase(x: torch.Tensor, gen: torch.Generator | None = None, p: float = 0.5,
+                 area: tuple[float, float] = (0.02, 0.2), aspect: tuple[float, float] = (0.3, 3.3)) -> torch.Tensor:
+    """Random erasing (Zhong et al. 2020), batched: with probability ``p`` per sample, a rectangle
+    of ``area`` × the image and log-uniform ``aspect`` is set to 0 (the background of the 28²
+    sets). Shape: ``(B, C, H, W) -> (B, C, H, W)``.
+    """
+    b, _, h, w = x.shape
+    dev = x.device
+
+    def rand(n: int) -> torch.Tensor:
+        return torch.rand(n, generator=gen).to(dev)
+
+    a = (area[0] + rand(b) * (area[1] - area[0])) * h * w
+    log_r = math.log(aspect[0]) + rand(b) * (math.log(aspect[1]) - math.log(aspect[0]))
+    r = log_r.exp()
+    eh = (a * r).sqrt().clamp(1, h)
+    ew = (a / r).sqrt().clamp(1, w)
+    top = rand(b) * (h - eh)
+    left = rand(b) * (w - ew)
+    ys = torch.arange(h, device=dev).view(1, h, 1)
+    xs = torch.arange(w, device=dev).view(1, 1, w)
+    inside = ((ys >= top.view(b, 1, 1)) & (ys < (top + eh).view(b, 1, 1))
+              & (xs >= left.view(b, 1, 1)) & (xs < (left + ew).view(b, 1, 1)))
+    inside &= (rand(b) < p).view(b, 1, 1)
+    return x.masked_fill(inside[:, None], 0.0)
 
 
 def augment_batch(x: torch.Tensor, kind: str, gen: torch.Generator | None = None) -> torch.Tensor:
@@ -49,7 +77,7 @@ def augment_batch(x: torch.Tensor, kind: str, gen: torch.Generator | None = None
     def rand(*shape: int) -> torch.Tensor:
         return torch.rand(*shape, generator=gen).to(dev)
 
-    if kind in ("shift-flip", "translate-flip", "face"):
+    if kind in ("shift-flip", "translate-flip", "translate-flip-erase", "face"):
         flip = rand(b) < 0.5
         x = torch.where(flip.view(b, 1, 1, 1), x.flip(-1), x)
     if kind == "flip-rot":
@@ -61,7 +89,7 @@ def augment_batch(x: torch.Tensor, kind: str, gen: torch.Generator | None = None
     # scale 0.9–1.1 (digits, clothes, cells and faces all tolerate these).
     max_t = 2.0 / 28.0 * 2.0  # in normalised [-1, 1] coordinates
     # ``translate-flip`` (clothes: upright, fixed size) keeps only the translation.
-    rigid = 0.0 if kind == "translate-flip" else 1.0
+    rigid = 0.0 if kind.startswith("translate-flip") else 1.0
     ang = (rand(b) * 2 - 1) * math.radians(10 if kind != "face" else 5) * rigid
     scale = 1 + (rand(b) * 2 - 1) * 0.1 * rigid
     tx, ty = (rand(b) * 2 - 1) * max_t, (rand(b) * 2 - 1) * max_t
@@ -69,7 +97,8 @@ def augment_batch(x: torch.Tensor, kind: str, gen: torch.Generator | None = None
     theta = torch.stack([torch.stack([cos, -sin, tx], 1), torch.stack([sin, cos, ty], 1)], 1)  # (B, 2, 3)
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     pad = "border" if kind in ("face", "flip-rot") else "zeros"
-    return F.grid_sample(x, grid, mode="bilinear", padding_mode=pad, align_corners=False)
+    x = F.grid_sample(x, grid, mode="bilinear", padding_mode=pad, align_corners=False)
+    return random_erase(x, gen) if kind.endswith("-erase") else x
 
 
 @torch.inference_mode()
@@ -106,6 +135,11 @@ def train_classifier(model: GAPClassifier, train: Dataset, test: Dataset, cfg: C
     total = steps_per_epoch * cfg.epochs if max_steps is None else min(max_steps, steps_per_epoch * cfg.epochs)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=max(total, 1), pct_start=0.15)
+    ema = None
+    if cfg.ema > 0:
+        from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+        ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema), use_buffers=True)
     images, labels = train.images, train.labels
     start = time.perf_counter()
     step, run_loss, run_acc = 0, 0.0, 0.0
@@ -125,6 +159,8 @@ def train_classifier(model: GAPClassifier, train: Dataset, test: Dataset, cfg: C
             loss.backward()
             opt.step()
             sched.step()
+            if ema is not None:
+                ema.update_parameters(model)
             step += 1
             lv = float(loss.detach())
             correct = int((logits.detach().argmax(1) == y).sum())
@@ -139,6 +175,8 @@ def train_classifier(model: GAPClassifier, train: Dataset, test: Dataset, cfg: C
             history.append({"epoch": epoch + 1, "loss": ep_loss / ep_seen, "acc": ep_correct / ep_seen})
         if step >= total:
             break
+    if ema is not None:  # the averaged weights and BN statistics are what gets evaluated and saved
+        model.load_state_dict(ema.module.state_dict())
     test_acc = evaluate_accuracy(model, test, device=device)
     model.eval()
     return TrainResult(test_accuracy=test_acc, train_loss=history[-1]["loss"] if history else float("nan"),
@@ -162,6 +200,8 @@ class MirrorTrainConfig:
     lambda_tri: float = 1.0
     alpha: float = 0.2  # triangulation slack
     runner_up_share: float = 0.5  # share of targets drawn as the runner-up class (else uniform)
+    k_cfe_share: float = 0.0  # share of samples whose k is drawn from U[0.5, 1] (the CFE half) instead of U[0, 1]
+    augment: str = "none"  # augmentation of the training images (names as for classifiers)
     refine: str = "exact"
     seed: int = 0
 
@@ -243,6 +283,7 @@ def train_mirror(classifier: torch.nn.Module, train: Dataset, cfg: MirrorTrainCo
             x = train.images[perm[i:i + cfg.batch_size]].to(device)
             B = x.shape[0]
             with torch.no_grad():
+                x = augment_batch(x, cfg.augment, gen)
                 f_s = clf.features(x)
                 z_s = f_s.mean(dim=(2, 3))
                 logits = z_s @ W.T + b
@@ -252,7 +293,8 @@ def train_mirror(classifier: torch.nn.Module, train: Dataset, cfg: MirrorTrainCo
                 use_ru = (torch.rand(B, generator=gen) < cfg.runner_up_share).to(device)
                 target = torch.where(use_ru, runner_up, other)
                 f_r = mirror.mirror_features(f_s, W, b, source, target, refine=cfg.refine)
-                k = torch.rand(B, generator=gen).to(device)
+                k = torch.rand(B, generator=gen)
+                k = torch.where(torch.rand(B, generator=gen) < cfg.k_cfe_share, 0.5 + 0.5 * k, k).to(device)
                 f_k = mirror.interpolate(f_s, f_r, k)
                 z_k = f_k.mean(dim=(2, 3))
                 q_k = (z_k @ W.T + b).softmax(1)

@@ -43,3 +43,4 @@ cfe train-clf --dataset celeba:Smiling --init "$CELEBA_DIR/celeba-mouth/classifi
     --out "$CELEBA_DIR/celeba-smiling" "${DEV[@]}"
 cfe train-gen --model "$CELEBA_DIR/celeba-smiling" --method mirror --epochs 3 "${DEV[@]}"
 cfe train-gen --model "$CELEBA_DIR/celeba-smiling" --method vae --epochs 10 "${DEV[@]}"
+cfe train-clf --dataset celeba:Smiling --arch convnet --seed 1 --epochs 20 --oracle --out "$CELEBA_DIR/celeba-smiling" "${DEV[@]}"

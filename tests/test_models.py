@@ -97,3 +97,52 @@ def test_train_clf_rejects_unknown_augmentation(tmp_path):
 
     r = CliRunner().invoke(app, ["train-clf", "--dataset", "mnist", "--augment", "twirl", "--out", str(tmp_path)])
     assert r.exit_code != 0 and "unknown augmentation 'twirl'" in r.output and "Traceback" not in r.output
+
+
+def test_random_erase_zeroes_one_rectangle_in_about_half():
+    from cfe_cli.training import random_erase
+
+    x = torch.ones(400, 1, 28, 28)
+    y = random_erase(x, torch.Generator().manual_seed(0))
+    zero = y[:, 0] == 0
+    erased = zero.flatten(1).any(1)
+    assert 0.4 < erased.float().mean() < 0.6  # p = 0.5
+    share = zero.flatten(1).float().mean(1)[erased]
+    assert share.min() > 0.005 and share.max() < 0.25  # 2-20 % of the image, up to rounding
+    # one axis-aligned rectangle: erased rows × erased columns is exactly the erased set
+    for z in zero[erased][:20]:
+        rows, cols = z.any(1), z.any(0)
+        assert torch.equal(z, rows[:, None] & cols[None, :])
+
+
+def test_ema_weights_are_what_is_saved():
+    """With --ema the returned model holds the averaged weights: with a decay of ~1 the average
+    stays at its first value (the weights after step 1), not at the last iterate."""
+    from cfe_cli.data import Dataset
+
+    g = torch.Generator().manual_seed(0)
+    imgs = torch.rand(256, 1, 28, 28, generator=g)
+    labels = (imgs.mean(dim=(1, 2, 3)) > imgs.mean()).long()
+    ds = Dataset(name="toy", split="train", images=imgs, labels=labels, classes=["a", "b"])
+    cfg = make_config("resnet-s", in_channels=1, num_classes=2, resolution=28, mean=(0.5,), std=(0.3,))
+
+    def flat(m: torch.nn.Module) -> torch.Tensor:
+        return torch.cat([p.detach().flatten().clone() for p in m.state_dict().values() if p.is_floating_point()])
+
+    def run(ema: float) -> tuple[torch.Tensor, torch.Tensor]:
+        torch.manual_seed(1)
+        m = GAPClassifier(cfg)
+        snap = {}
+
+        def after_step(d: dict) -> None:
+            if d["completed"] == 1:
+                snap["one"] = flat(m)
+
+        train_classifier(m, ds, ds, ClassifierTrainConfig(epochs=2, batch_size=64, lr=3e-3, ema=ema, augment="none"),
+                         progress=after_step, max_steps=6)
+        return snap["one"], flat(m)
+
+    after_one, last = run(0.0)
+    _, averaged = run(1 - 1e-9)
+    torch.testing.assert_close(averaged, after_one)
+    assert not torch.allclose(last, after_one, atol=1e-4)
