@@ -242,13 +242,18 @@ def train_gen(
     if init is not None:
         from cfe_cli.models.weights import load_decoder
 
-        start_dec = _mirror_decoder(folder, loaded, dev, init)
-        _, start_info = load_decoder(Path(init).parent, device="cpu", file=Path(init))
-        earlier = [{"init": str(init), "command": start_info.get("command"), "train": start_info.get("train"),
+        # any decoder whose shapes fit may be the starting point: fine-tuning also adapts a
+        # decoder to a fine-tuned version of its classifier (train_mirror checks the shapes)
+        start_dec, start_info = load_decoder(Path(init).parent, device=dev, file=Path(init))
+        earlier = [{"init": str(init), "init_classifier_sha256": start_info.get("classifier_sha256"),
+                    "command": start_info.get("command"), "train": start_info.get("train"),
                     "history": start_info.get("history"), "earlier_training": start_info.get("earlier_training")}]
     start = time.perf_counter()
-    dec, history = train_mirror(loaded.model, train, cfg, device=dev, progress=progress, max_steps=max_steps,
-                                init=start_dec)
+    try:
+        dec, history = train_mirror(loaded.model, train, cfg, device=dev, progress=progress, max_steps=max_steps,
+                                    init=start_dec)
+    except ValueError as e:  # --init decoder of another shape
+        raise InputError(f"--init {init}: {e}") from None
     seconds = time.perf_counter() - start
     # quick check on the test split: validity of the 1st CFE and of the reflection (runner-up target)
     test = load_dataset(dataset, "test", root=data_dir, size=loaded.config.resolution)
@@ -365,6 +370,14 @@ def _mirror_decoder(folder: Path, clf: LoadedClassifier, device: torch.device,
     return dec
 
 
+def _channels_last(module: torch.nn.Module) -> None:
+    """Convert a model's 4-D weights to channels-last in place: mkldnn (CPU) and cuDNN then run
+    every convolution in NHWC, ~20-25 % faster at 28² on CPU (docs/results.md, Speed).
+    TorchScript user models are left as they are."""
+    if not isinstance(module, torch.jit.ScriptModule):
+        module.to(memory_format=torch.channels_last)
+
+
 @dataclass
 class _Batch:
     """What one method returns for a batch, in the shared output contract."""
@@ -399,6 +412,7 @@ class Explainer:
         self.device = resolve_device(device)
         self.folder = resolve_model(model)
         self.clf = load_any_classifier(self.folder, self.device, classifier, weights)
+        _channels_last(self.clf.model)
         self.classes = self.clf.classes
         self.threshold = threshold
         self.seed = seed
@@ -416,6 +430,7 @@ class Explainer:
 
             # GCI edits the attribute input of the conditional generator (faces); ΔA is its attribution
             self.generator, info = load_vae(self.folder, self.device, kind="cvae")
+            _channels_last(self.generator)
             acc = info.get("attribute_accuracy") or {}
             names = self.generator.attribute_names
             self.probes = AttributeInputs(names, [float(acc.get(n, float("nan"))) for n in names])
@@ -423,6 +438,7 @@ class Explainer:
             from cfe_cli.models.weights import load_probes, load_vae
 
             self.generator, _ = load_vae(self.folder, self.device)
+            _channels_last(self.generator)
             self.probes = load_probes(self.folder)
 
     def run(self, x: torch.Tensor, target: torch.Tensor | None, *, video_frames: int = 0) -> tuple[dict, _Batch]:

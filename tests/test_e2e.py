@@ -14,7 +14,7 @@ from cfe_cli import api
 from cfe_cli.cli import app
 from cfe_cli.models.weights import weights_roots
 from cfe_cli.render import read_video_frames
-from tests.conftest import need
+from tests.conftest import ROOT, need
 
 runner = CliRunner()
 REQUIRED = ("input", "name", "cf_path", "reflection_path", "source_pred", "source_conf", "gt", "target",
@@ -155,10 +155,24 @@ def test_fine_tune_a_decoder_and_refuse_a_foreign_one(tiny_model, tmp_path):
     assert info["train"]["lambda_cls"] == 2.0 and info["earlier_training"][0]["init"] == str(start)
     changed = [not torch.equal(a, b) for a, b in zip(dec.state_dict().values(), old.state_dict().values(), strict=True)]
     assert any(changed)  # two steps moved the weights
-    # the fine-tuned decoder records the tiny classifier's sha256: the shipped MNIST model refuses it
+    # a decoder may start the training of another classifier's decoder when the shapes fit (here
+    # the shipped MNIST classifier); the result belongs to the new classifier and records where it began
+    x = tmp_path / "x.safetensors"
     r = runner.invoke(app, ["train-gen", "--model", "mnist", "--init", str(out), "--max-steps", "1",
-                            "--out", str(tmp_path / "x.safetensors"), "--data-dir", str(root)])
+                            "--out", str(x), "--data-dir", str(root), "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    _, info2 = load_decoder(tmp_path, device="cpu", file=x)
+    assert info2["earlier_training"][0]["init_classifier_sha256"] == info["classifier_sha256"]
+    assert info2["classifier_sha256"] != info["classifier_sha256"]
+    # ... but using a decoder with a classifier it was not trained for is refused
+    r = runner.invoke(app, ["explain", "mnist:test:0", "--model", "mnist", "--decoder", str(out),
+                            "--out", str(tmp_path / "e"), "--data-dir", str(root)])
     assert r.exit_code != 0 and "another classifier" in r.output and "Traceback" not in r.output
+    # a decoder of another shape (BloodMNIST: RGB) cannot start an MNIST decoder
+    r = runner.invoke(app, ["train-gen", "--model", str(tiny_model), "--init",
+                            str(ROOT / "weights/bloodmnist/mirror.safetensors"),
+                            "--max-steps", "1", "--out", str(tmp_path / "y.safetensors"), "--data-dir", str(root)])
+    assert r.exit_code != 0 and "does not fit" in r.output and "Traceback" not in r.output
     r = runner.invoke(app, ["train-gen", "--model", str(tiny_model), "--method", "vae", "--init", str(start)])
     assert r.exit_code != 0 and "--method mirror" in r.output
 
