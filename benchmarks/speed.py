@@ -1,7 +1,7 @@
 """Speed benchmark: counterfactuals per second against batch size, peak memory, video render time.
 
     python benchmarks/speed.py --model mnist --methods mirror,attack,pgd --batch-sizes 1,16,64,256 \
-        [--device cpu|cuda] [--n 512] [--json out/speed.json]
+        [--device cpu|cuda] [--n 512] [--precision fp32|bf16] [--compile] [--json out/speed.json]
 
 Runs on test images of the model's dataset (``$CFE_DATA_DIR``), target = runner-up class.
 Mirror-CFE is timed for the whole explanation (features, reflection, 1st-CFE search);
@@ -30,10 +30,15 @@ def _sync(dev: torch.device) -> None:
         torch.cuda.synchronize(dev)
 
 
-def bench(model: str, method: str, batch_sizes: list[int], n: int, device: str) -> list[dict]:
-    ex = api.Explainer(model, method, device=device)
+def bench(model: str, method: str, batch_sizes: list[int], n: int, device: str, precision: str = "fp32",
+          compile: bool = False) -> list[dict]:
+    t0 = time.perf_counter()
+    ex = api.Explainer(model, method, device=device, precision=precision, compile=compile and method == "mirror")
     data = load_dataset(ex.clf.info["dataset"], "test", size=ex.clf.config.resolution)
     rows = []
+    if compile and method == "mirror":  # one compilation (dynamic shapes) serves every batch size
+        ex.run(data.images[:max(batch_sizes)].to(ex.device), None)
+        print(json.dumps({"method": method, "compile_and_warmup_s": round(time.perf_counter() - t0, 1)}), flush=True)
     for bs in batch_sizes:
         x_all = data.images[: max(n, bs)]
         ex.run(x_all[:bs].to(ex.device), None)  # warm-up
@@ -52,7 +57,8 @@ def bench(model: str, method: str, batch_sizes: list[int], n: int, device: str) 
                else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
         rows.append({"method": method, "batch_size": bs, "n": done, "seconds": round(sec, 3),
                      "cf_per_second": round(done / sec, 1), "validity": round(valid / max(done, 1), 4),
-                     "peak_memory_mb": round(mem, 1), "device": str(ex.device)})
+                     "peak_memory_mb": round(mem, 1), "device": str(ex.device), "precision": precision,
+                     "compile": compile and method == "mirror"})
         print(json.dumps(rows[-1]), flush=True)
     return rows
 
@@ -93,12 +99,15 @@ def main() -> None:
     ap.add_argument("--batch-sizes", default="1,16,64,256")
     ap.add_argument("--n", type=int, default=512)
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
+    ap.add_argument("--compile", action="store_true", help="torch.compile Mirror-CFE's decoder and classifier")
+    ap.add_argument("--no-video", action="store_true")
     ap.add_argument("--json", default=None)
     a = ap.parse_args()
     rows = []
     for m in a.methods.split(","):
-        rows += bench(a.model, m, [int(b) for b in a.batch_sizes.split(",")], a.n, a.device)
-    vid = video(a.model, a.device)
+        rows += bench(a.model, m, [int(b) for b in a.batch_sizes.split(",")], a.n, a.device, a.precision, a.compile)
+    vid = None if a.no_video else video(a.model, a.device)
     doc = {"machine": f"{platform.machine()} {platform.processor()} torch threads {torch.get_num_threads()}",
            "torch": torch.__version__, "rows": rows, "video": vid}
     if a.json:

@@ -397,17 +397,26 @@ class Explainer:
     Args:
         model: model name or folder; method: one of ``cfe_cli.methods.METHODS``;
         options: method config overrides (``lr``, ``max_steps``, ``lam``, ``eps`` …);
-        threshold: target probability the optimisation methods stop at.
+        threshold: target probability the optimisation methods stop at;
+        precision: ``"fp32"`` (exact) or ``"bf16"`` — Mirror-CFE decodes in bfloat16, the
+            optimisation methods autocast their forward passes to bfloat16; every reported
+            verdict is the classifier's float32 prediction on the returned image;
+        compile: Mirror-CFE only: ``torch.compile`` the decoder and classifier (one
+            compilation of ~40-60 s on CPU, then faster passes, same results).
     """
 
     def __init__(self, model: str | os.PathLike[str], method: str = "mirror", *, device: str = "auto",
                  threshold: float = 0.75, seed: int = 0, classifier: str | None = None,
                  weights: str | os.PathLike[str] | None = None, decoder: str | os.PathLike[str] | None = None,
-                 **options: Any) -> None:
+                 precision: str = "fp32", compile: bool = False, **options: Any) -> None:
         from cfe_cli.methods import LATENT, METHODS
+        from cfe_cli.methods.mirror import PRECISIONS
 
         if method not in METHODS:
             raise InputError(f"unknown method '{method}'; available: {', '.join(METHODS)}")
+        if precision not in PRECISIONS:
+            raise InputError(f"unknown precision '{precision}'; available: {', '.join(PRECISIONS)}")
+        self.precision = precision
         self.method = method
         self.device = resolve_device(device)
         self.folder = resolve_model(model)
@@ -423,7 +432,7 @@ class Explainer:
             from cfe_cli.methods.mirror import MirrorCFE
 
             dec = _mirror_decoder(self.folder, self.clf, self.device, decoder)
-            self.mirror = MirrorCFE(self.clf.model, dec)
+            self.mirror = MirrorCFE(self.clf.model, dec, precision=precision, compile=compile)
         elif method == "gci" and (self.folder / "cvae.safetensors").is_file() and options.get("generator") != "vae":
             from cfe_cli.attributions import AttributeInputs
             from cfe_cli.models.weights import load_vae
@@ -479,7 +488,7 @@ class Explainer:
         max_steps = int(self.options.get("max_steps") or objective.config.max_steps)
         cfg = engine.EngineConfig(max_steps=max_steps, threshold=self.threshold,
                                   record_every=1 if frames else 0,
-                                  amp=self.device.type == "cuda")
+                                  amp=self.device.type == "cuda" or self.precision == "bf16")
         torch.manual_seed(self.seed)
         ctx = engine.Context(self.clf.model, x, source, target)
         out = engine.run(objective, ctx, cfg)
@@ -534,6 +543,8 @@ def explain(
     threshold: float = 0.75,
     seed: int = 0,
     options: dict[str, Any] | None = None,
+    precision: str = "fp32",
+    compile: bool = False,
     resume: bool = False,
     classifier: str | None = None,
     weights: str | os.PathLike[str] | None = None,
@@ -582,7 +593,7 @@ def explain(
         except RuntimeError:
             raise InputError("ffmpeg is not available: reinstall imageio-ffmpeg (it bundles the binary)") from None
     ex = Explainer(model, method, device=device, threshold=threshold, seed=seed, classifier=classifier,
-                   weights=weights, decoder=decoder, **(options or {}))
+                   weights=weights, decoder=decoder, precision=precision, compile=compile, **(options or {}))
     if attributions and ex.probes is None:
         raise InputError(f"--attributions needs latent probes: use --method attack/gci/cecas with a model "
                          f"that has probes.safetensors (cfe train-gen --model {ex.folder.name} --method vae)")
@@ -610,6 +621,7 @@ def explain(
         good = [it for it in good if it.input not in previous]
     doc = {"command": command, "model": str(ex.folder), "model_name": ex.folder.name, "method": method,
            "options": options or {}, "threshold": threshold, "classes": classes, "device": str(dev),
+           "precision": precision, "compile": compile,
            "results": results, "failures": failures}
     third_name = "reflection" if method == "mirror" else "perturbation" if method == "pgd" else "reconstruction"
     done = 0
@@ -914,6 +926,8 @@ def evaluate(
     realism: bool = True,
     cout_steps: int = 20,
     options: dict[str, Any] | None = None,
+    precision: str = "fp32",
+    compile: bool = False,
     seed: int = 0,
     global_attributions: bool = False,
     classifier: str | None = None,
@@ -948,7 +962,8 @@ def evaluate(
     if n < 1:
         raise InputError("--n must be at least 1")
     explainers = [Explainer(model, m, device=device, threshold=threshold, seed=seed, classifier=classifier,
-                            weights=weights, decoder=decoder, **(options or {}))
+                            weights=weights, decoder=decoder, precision=precision, compile=compile,
+                            **(options or {}))
                   for m in methods]
     ex0 = explainers[0]
     classes, dev = ex0.classes, ex0.device
@@ -1089,6 +1104,7 @@ def evaluate(
     doc = {"command": command, "model": str(ex0.folder), "dataset": dataset, "split": split, "n_per_pair": n,
            "methods": methods, "pairs": [f"{classes[s]}:{classes[t]}" for s, t in pair_list],
            "threshold": threshold, "options": options or {}, "device": str(dev), "oracle": oracle is not None,
+           "precision": precision, "compile": compile,
            "realism": "effnetlite0" if feats is not None else None,
            "identity": "dlib face_recognition_resnet_model_v1" if faces is not None else None,
            "fid_weights": None if inception is None else {"path": str(fid_weights), "sha256": _fid_sha()},

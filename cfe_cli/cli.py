@@ -42,6 +42,11 @@ DataDir = Annotated[
     typer.Option("--data-dir", help="Folder holding the datasets (default: $CFE_DATA_DIR).", show_default=False),
 ]
 Device = Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")]
+Precision = Annotated[str, typer.Option(
+    "--precision", help="fp32 (exact) or bf16: Mirror-CFE decodes in bfloat16, the optimisation methods autocast; "
+    "verdicts stay float32 (faster on GPUs and CPUs with bf16 units).")]
+Compile = Annotated[bool, typer.Option(
+    "--compile", help="Mirror-CFE: torch.compile the decoder and classifier (~1 min once, then faster; large runs).")]
 
 
 def command_line() -> str:
@@ -358,6 +363,8 @@ def explain(
     classifier: UserClf = None,
     weights: UserWeights = None,
     decoder: UserDecoder = None,
+    precision: Precision = "fp32",
+    compile_: Compile = False,
     device: Device = "auto",
     data_dir: DataDir = None,
 ) -> None:
@@ -369,7 +376,8 @@ def explain(
                         device=device, label=label, data_dir=data_dir, video=video, strict=strict,
                         attributions=attributions, threshold=threshold, seed=seed, resume=resume,
                         options=_options(steps, lr, lam, p, alpha, eps, norm), classifier=classifier,
-                        weights=weights, decoder=decoder, command=command_line(), progress=update)
+                        weights=weights, decoder=decoder, precision=precision, compile=compile_,
+                        command=command_line(), progress=update)
     _report(r, "counterfactuals")
 
 
@@ -400,6 +408,8 @@ def animate(
     classifier: UserClf = None,
     weights: UserWeights = None,
     decoder: UserDecoder = None,
+    precision: Precision = "fp32",
+    compile_: Compile = False,
     device: Device = "auto",
     data_dir: DataDir = None,
 ) -> None:
@@ -411,7 +421,8 @@ def animate(
                         device=device, label=label, data_dir=data_dir, images=False, video=True, frames=frames,
                         fps=fps, size=size, strict=strict, threshold=threshold, seed=seed, resume=resume,
                         options=_options(steps, lr, lam, p, alpha, eps, norm), classifier=classifier,
-                        weights=weights, decoder=decoder, command=command_line(), progress=update)
+                        weights=weights, decoder=decoder, precision=precision, compile=compile_,
+                        command=command_line(), progress=update)
     _report(r, "videos")
 
 
@@ -440,6 +451,8 @@ def evaluate(
     classifier: UserClf = None,
     weights: UserWeights = None,
     decoder: UserDecoder = None,
+    precision: Precision = "fp32",
+    compile_: Compile = False,
     fid_weights: Annotated[Path | None, typer.Option(
         "--fid-weights", help="inception-2015-12-05.pt (TorchScript Inception-v3, sha256-checked): adds real FID.")] = None,
     lpips_weights: Annotated[Path | None, typer.Option(
@@ -456,7 +469,7 @@ def evaluate(
                            batch_size=batch_size, device=device, data_dir=data_dir, threshold=threshold,
                            realism=realism, options=_options(steps, lr, lam, p, alpha, eps, norm), seed=seed,
                            global_attributions=global_attr, classifier=classifier, weights=weights,
-                           decoder=decoder, fid_weights=fid_weights,
+                           decoder=decoder, precision=precision, compile=compile_, fid_weights=fid_weights,
                            lpips_weights=lpips_weights, command=command_line(), progress=update)
     cols = [("n", "n", "{}"), ("valid", "Val", "{:.3f}"), ("denoised_valid", "D.Val", "{:.3f}"),
             ("oracle_valid", "O.Val", "{:.3f}"), ("fail_pct", "%Fail", "{:.1f}"), ("l1", "L1", "{:.3f}"),

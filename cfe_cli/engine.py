@@ -79,7 +79,7 @@ class EngineConfig:
     max_steps: int = 500
     threshold: float = 0.75
     record_every: int = 0  # keep a frame every n steps (0: none)
-    amp: bool = False  # bfloat16 autocast on CUDA for the forward passes
+    amp: bool = False  # bfloat16 autocast of the forward passes (CUDA, or CPUs with bf16 units); verdicts in fp32
 
 
 @dataclass
@@ -160,7 +160,7 @@ def run(objective: Objective, ctx: Context, cfg: EngineConfig) -> EngineResult:
     best_v = v_all.clone()
     frames: list[Tensor] = []
     frame_steps: list[int] = []
-    use_amp = cfg.amp and dev.type == "cuda"
+    use_amp = cfg.amp and dev.type in ("cuda", "cpu")
     act = torch.arange(B, device=dev)  # rows still running
     sub = ctx
     for step in range(cfg.max_steps + 1):

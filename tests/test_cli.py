@@ -63,3 +63,17 @@ def test_datasets_lists_found(data_root):
     assert r.exit_code == 0
     names = {d["name"] for d in json.loads(r.stdout)}
     assert {"mnist", "fashion-mnist", "bloodmnist"} <= names
+
+
+def test_explain_bf16_records_precision_and_bad_precision_is_one_line(tmp_path):
+    r = runner.invoke(app, ["explain", "examples/mnist_8.png", "--model", "mnist", "--target", "3", "--label", "8",
+                            "--method", "attack", "--precision", "bf16", "--out", str(tmp_path)])
+    assert r.exit_code == 0, r.output
+    doc = json.loads((tmp_path / "metrics.json").read_text())
+    assert doc["precision"] == "bf16"
+    rec = doc["results"][0]
+    assert rec["valid"] and rec["cf_pred"] == "3"
+    r = runner.invoke(app, ["explain", "examples/mnist_8.png", "--model", "mnist", "--precision", "fp16",
+                            "--out", str(tmp_path / "b")])
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert r.exit_code == 1 and len(lines) == 1 and "unknown precision 'fp16'" in lines[0]

@@ -125,3 +125,27 @@ def test_first_cfe_search_matches_the_exhaustive_sweep():
     assert torch.allclose(res["x_cf"][ok], sw["x"][ok, res["index"][ok]], atol=1e-5)
     assert res["decodes"].float().mean() < 6  # 4.9 on the first 512 test digits
     assert torch.equal(res["cf_probs"].argmax(1) == prep["target"], res["found"])
+
+
+def test_bf16_decoder_keeps_float32_verdicts_and_validity():
+    """--precision bf16: float32 images out, every verdict is the float32 classifier's on them,
+    and validity and the 1st-CFE k stay close to the exact run (shipped MNIST model, real digits)."""
+    from cfe_cli import api
+    from cfe_cli.data import load_dataset
+    from cfe_cli.methods.mirror import MirrorCFE
+    from cfe_cli.models.weights import load_decoder
+
+    x = load_dataset("mnist", "test", root=need("mnist")).images[:48]
+    clf = api.load_model("mnist").model
+    exact = MirrorCFE(clf, load_decoder(api.resolve_model("mnist"))[0]).explain(x)
+    fast = MirrorCFE(clf, load_decoder(api.resolve_model("mnist"))[0], precision="bf16").explain(x)
+    assert fast["x_cf"].dtype == torch.float32 and fast["x_reflection"].dtype == torch.float32
+    with torch.inference_mode():
+        p = clf(fast["x_cf"]).softmax(1)
+    assert torch.allclose(p, fast["cf_probs"], atol=1e-5)
+    assert (fast["x_reflection"] - exact["x_reflection"]).abs().max() < 0.1
+    assert abs(fast["found"].float().mean() - exact["found"].float().mean()) <= 2 / 48
+    both = fast["found"] & exact["found"]
+    assert (fast["index"][both] - exact["index"][both]).abs().float().mean() < 1.0
+    with pytest.raises(ValueError, match="precision"):
+        MirrorCFE(clf, load_decoder(api.resolve_model("mnist"))[0], precision="fp16")

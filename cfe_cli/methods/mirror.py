@@ -18,10 +18,13 @@ Notation (name -> paper symbol):
 
 from __future__ import annotations
 
+import copy
+
 import torch
 import torch.nn.functional as F
 
 Tensor = torch.Tensor
+PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16}  # the decoder's compute dtype
 
 
 def pairwise_mirror(weight: Tensor, bias: Tensor, source: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
@@ -183,6 +186,12 @@ class MirrorCFE:
         coarse: number of evenly spaced grid points in (0, 1] (k = 0.25, 0.5, 0.75, 1 by
             default); k = 0.5 and 1 are decoded for every input, the others only where the
             reflection is not the target (see :meth:`first_cfe`).
+        precision: ``"fp32"`` (default, exact) or ``"bf16"``: the decoder runs on a bfloat16
+            copy of itself (its images are returned in float32); the classifier always runs
+            in float32, so every verdict is the classifier's own on the returned image. The
+            decoded pixels differ by up to ~0.03, so the 1st-CFE index may move by a step.
+        compile: ``torch.compile`` the decoder and the classifier's forward (dynamic batch
+            sizes: one compilation, ~40-60 s on CPU, then ~1.3x faster; same results).
 
     Example:
         >>> m = MirrorCFE(clf, dec)                       # doctest: +SKIP
@@ -190,18 +199,29 @@ class MirrorCFE:
     """
 
     def __init__(self, classifier: torch.nn.Module, decoder: torch.nn.Module, *, refine: str = "exact",
-                 grid: int = 100, coarse: int = 4) -> None:
+                 grid: int = 100, coarse: int = 4, precision: str = "fp32", compile: bool = False) -> None:
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
         self.clf = classifier
         # channels-last convolutions (the module is converted in place): ~15-25 % faster
         # decoding on CPU (mkldnn), the usual layout on CUDA
         self.dec = decoder.to(memory_format=torch.channels_last)
+        self.dtype = PRECISIONS[precision]
+        if self.dtype != torch.float32:
+            self.dec = copy.deepcopy(self.dec).to(self.dtype)
+        self._dec_fn: torch.nn.Module = self.dec
+        self._clf_fn: torch.nn.Module = classifier
+        if compile:
+            self._dec_fn = torch.compile(self.dec, dynamic=True)  # type: ignore[assignment]
+            self._clf_fn = torch.compile(classifier, dynamic=True)  # type: ignore[assignment]
         self.refine = refine
         self.grid = grid
         self.coarse = max(2, min(coarse, grid))
 
     def decode(self, f: Tensor) -> Tensor:
-        """G(f) as a contiguous image batch ``(B, C, h, w) -> (B, C_img, H, W)``."""
-        return self.dec(f.contiguous(memory_format=torch.channels_last)).contiguous()
+        """G(f) as a contiguous float image batch ``(B, C, h, w) -> (B, C_img, H, W)``."""
+        x = self._dec_fn(f.to(self.dtype).contiguous(memory_format=torch.channels_last))
+        return x.to(f.dtype).contiguous()
 
     @property
     def weight(self) -> Tensor:
@@ -212,7 +232,7 @@ class MirrorCFE:
         return self.clf.head.bias
 
     def probs(self, x: Tensor) -> Tensor:
-        return self.clf(x).softmax(1)
+        return self._clf_fn(x).softmax(1)
 
     def intended(self, z: Tensor) -> Tensor:
         """q(z): the head's softmax at a GAP vector ``(..., C) -> (..., K)``."""
@@ -241,7 +261,7 @@ class MirrorCFE:
         """
         k = idx.to(prep["f_s"].dtype) / (self.grid - 1)
         x_k = self.decode(interpolate(prep["f_s"][rows], prep["f_r"][rows], k))
-        return x_k, self.clf(x_k)
+        return x_k, self._clf_fn(x_k)
 
     @staticmethod
     def _target_margin(logits: Tensor, target: Tensor) -> Tensor:
