@@ -176,6 +176,8 @@ def train_gen(
     lambda_cls: float | None = None,
     k_cfe_share: float | None = None,
     augment: str | None = None,
+    precision: str | None = None,
+    schedule: str | None = None,
     command: str = "",
     progress: Progress | None = None,
 ) -> dict[str, Any]:
@@ -196,7 +198,9 @@ def train_gen(
     ``init`` (mirror): fine-tune this decoder file (it must belong to the same classifier);
     ``lambda_cls`` (mirror): weight of the classification loss (default 1);
     ``k_cfe_share`` (mirror): share of training samples whose k is drawn from U[0.5, 1] instead
-    of U[0, 1] (default 0); ``augment`` (mirror): augmentation of the training images (default none).
+    of U[0, 1] (default 0); ``augment`` (mirror): augmentation of the training images (default none);
+    ``precision`` (mirror): ``fp32`` or ``bf16`` autocast of the forward passes; ``schedule`` (mirror):
+    ``constant`` or ``cosine`` learning rate.
     """
     from cfe_cli.methods.mirror import MirrorCFE
     from cfe_cli.training import MirrorTrainConfig, train_mirror
@@ -215,8 +219,13 @@ def train_gen(
     if out is not None and Path(out).suffix != ".safetensors":
         raise InputError(f"--out must name a .safetensors file; got {out}")
     if method != "mirror" and (init is not None or lambda_cls is not None or k_cfe_share is not None
-                               or augment is not None):
-        raise InputError("--init, --lambda-cls, --k-cfe-share and --augment are options of --method mirror")
+                               or augment is not None or precision is not None or schedule is not None):
+        raise InputError("--init, --lambda-cls, --k-cfe-share, --augment, --precision and --schedule are options "
+                         "of --method mirror")
+    if precision not in (None, "fp32", "bf16"):
+        raise InputError(f"unknown precision '{precision}'; available: fp32, bf16")
+    if schedule not in (None, "constant", "cosine"):
+        raise InputError(f"unknown schedule '{schedule}'; available: constant, cosine")
     if k_cfe_share is not None and not 0.0 <= k_cfe_share <= 1.0:
         raise InputError("--k-cfe-share must be in [0, 1]")
     if augment is not None and augment not in AUGMENTS:
@@ -237,7 +246,8 @@ def train_gen(
     train = load_dataset(dataset, "train", root=data_dir, size=loaded.config.resolution)
     cfg = MirrorTrainConfig(epochs=epochs or 20, batch_size=batch_size or 64, lr=lr or 2e-4, seed=seed,
                             lambda_cls=1.0 if lambda_cls is None else lambda_cls,
-                            k_cfe_share=k_cfe_share or 0.0, augment=augment or "none")
+                            k_cfe_share=k_cfe_share or 0.0, augment=augment or "none",
+                            precision=precision or "fp32", schedule=schedule or "constant")
     start_dec, earlier = None, []
     if init is not None:
         from cfe_cli.models.weights import load_decoder

@@ -166,7 +166,8 @@ def train_clf(
 @app.command("models")
 @handle_errors
 def models(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
-    """List every model found (weights/, ./weights, $CFE_WEIGHTS_DIR)."""
+    """List every model found (weights/, ./weights, $CFE_WEIGHTS_DIR, ~/.cache/cfe/weights) and the
+    buildable ones that cannot ship (CelebA)."""
     from cfe_cli import api
 
     found = api.models()
@@ -184,9 +185,15 @@ def models(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] 
             t.add_row(m["name"], f"[red]{m['error']}[/]", "", "", "", "", "")
             continue
         acc = m.get("test_accuracy")
-        t.add_row(m["name"], str(m["dataset"]), f"{m['resolution']}²×{m['channels']}",
-                  "-" if acc is None else f"{acc * 100:.2f} %", ", ".join(m["classes"] or []),
-                  ", ".join(m["generators"]) or "-", "yes" if m["oracle"] else "-")
+        accs = "-" if acc is None else f"{acc * 100:.2f} %"
+        gens = ", ".join(m["generators"]) or "-"
+        if not m.get("installed", True):
+            accs, gens = accs + "¹", f"[yellow]not installed[/]: {m['train']}"
+        t.add_row(m["name"], str(m["dataset"]), f"{m['resolution']}²×{m['channels']}", accs,
+                  ", ".join(m["classes"] or []), gens, "yes" if m["oracle"] else "-")
+    if any(not m.get("installed", True) for m in found):
+        t.caption = ("¹ measured when the recipe was trained (see its card); CelebA's licence forbids shipping "
+                     "these weights, so they are built locally")
     console.print(t)
 
 
@@ -249,6 +256,10 @@ def train_gen(
                                                       "k drawn from U[0.5, 1] instead of U[0, 1] (default 0).")] = None,
     augment: Annotated[str | None, typer.Option("--augment", help="mirror: augmentation of the training images "
                                                 "(names as for train-clf; default none).")] = None,
+    precision: Annotated[str | None, typer.Option("--precision", help="mirror: fp32 or bf16 (bfloat16 autocast of "
+                                                  "the forward passes; default fp32).")] = None,
+    schedule: Annotated[str | None, typer.Option("--schedule", help="mirror: constant or cosine learning rate "
+                                                 "(default constant).")] = None,
     device: Device = "auto",
     data_dir: DataDir = None,
 ) -> None:
@@ -261,7 +272,7 @@ def train_gen(
         r = api.train_gen(model, method=method, epochs=epochs, batch_size=batch_size, lr=lr, device=device,
                           data_dir=data_dir, seed=seed, max_steps=max_steps, classifier=classifier, weights=weights,
                           out=out, init=init, lambda_cls=lambda_cls, k_cfe_share=k_cfe_share, augment=augment,
-                          command=command_line(), progress=update)
+                          precision=precision, schedule=schedule, command=command_line(), progress=update)
     if method == "vae":
         console.print(f"[green]VAE[/] -> {r['path']} ({r['seconds']:.0f} s); test reconstruction L1 "
                       f"{r['reconstruction_l1']:.4f}, classifier accuracy on reconstructions "

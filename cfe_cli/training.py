@@ -204,6 +204,8 @@ class MirrorTrainConfig:
     augment: str = "none"  # augmentation of the training images (names as for classifiers)
     refine: str = "exact"
     seed: int = 0
+    precision: str = "fp32"  # "bf16": autocast the forward passes to bfloat16 (losses and updates in float32)
+    schedule: str = "constant"  # or "cosine": the learning rate decays to 0 over the run (both networks)
 
 
 def _class_sampler(labels: torch.Tensor, num_classes: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -264,12 +266,18 @@ def train_mirror(classifier: torch.nn.Module, train: Dataset, cfg: MirrorTrainCo
     D = PatchDiscriminator(train.channels, train.resolution).to(device).train()
     opt_g = torch.optim.Adam(G.parameters(), lr=cfg.lr, betas=(0.5, 0.999))
     opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr, betas=(0.5, 0.999))
+    amp = torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16,
+                         enabled=cfg.precision == "bf16")
     W, b = clf.head.weight, clf.head.bias
     K = W.shape[0]
     order, counts, offsets = _class_sampler(train.labels, K)
     n = len(train)
     steps_per_epoch = n // cfg.batch_size
     total = steps_per_epoch * cfg.epochs if max_steps is None else min(max_steps, steps_per_epoch * cfg.epochs)
+    scheds = []
+    if cfg.schedule == "cosine":
+        decay = lambda i: 0.5 * (1 + math.cos(math.pi * min(i, total) / max(total, 1)))  # noqa: E731
+        scheds = [torch.optim.lr_scheduler.LambdaLR(o, decay) for o in (opt_g, opt_d)]
     history: list[dict[str, float]] = []
     step = 0
     keys = ("cls", "adv", "rec", "fea", "tri", "d")
@@ -303,26 +311,32 @@ def train_mirror(classifier: torch.nn.Module, train: Dataset, cfg: MirrorTrainCo
                 pick = offsets[ref_cls] + (torch.rand(B, generator=gen) * counts[ref_cls]).long()
                 x_ref = train.images[order[pick]].to(device)
                 z_ref = clf.features(x_ref).mean(dim=(2, 3))
-            out = G(torch.cat([f_k, f_s]))  # one decoder pass for both
-            x_k, x_rec = out[:B], out[B:]
-            f_hat = clf.features(x_k)
+            with amp:
+                out = G(torch.cat([f_k, f_s])).float()  # one decoder pass for both
+                x_k, x_rec = out[:B], out[B:]
+                f_hat = clf.features(x_k).float()
+                d_fake = D(out).float()
             z_hat = f_hat.mean(dim=(2, 3))
             log_p = F.log_softmax(z_hat @ W.T + b, dim=1)
             l_cls = F.kl_div(log_p, q_k, reduction="batchmean")
             l_fea = (z_k - z_hat).norm(dim=1).mean()
             l_rec = (x - x_rec).abs().mean()
             l_tri = triangulation_loss(x, x_k, x_ref, z_s, z_k, z_ref, cfg.alpha).mean()
-            l_adv = F.softplus(-D(out)).mean()
+            l_adv = F.softplus(-d_fake).mean()
             loss = (cfg.lambda_cls * l_cls + cfg.lambda_adv * l_adv + cfg.lambda_rec * l_rec
                     + cfg.lambda_fea * l_fea + cfg.lambda_tri * l_tri)
             opt_g.zero_grad(set_to_none=True)
             loss.backward()
             opt_g.step()
             # discriminator: real x vs decoded x_k and reconstructions
-            d_loss = F.softplus(-D(x)).mean() + F.softplus(D(out.detach())).mean()
+            with amp:
+                d_real, d_gen = D(x).float(), D(out.detach()).float()
+            d_loss = F.softplus(-d_real).mean() + F.softplus(d_gen).mean()
             opt_d.zero_grad(set_to_none=True)
             d_loss.backward()
             opt_d.step()
+            for sch in scheds:
+                sch.step()
             step += 1
             vals = {name: float(v.detach()) for name, v in
                     (("cls", l_cls), ("adv", l_adv), ("rec", l_rec), ("fea", l_fea), ("tri", l_tri), ("d", d_loss))}

@@ -77,3 +77,26 @@ def test_explain_bf16_records_precision_and_bad_precision_is_one_line(tmp_path):
                             "--out", str(tmp_path / "b")])
     lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
     assert r.exit_code == 1 and len(lines) == 1 and "unknown precision 'fp16'" in lines[0]
+
+
+def test_models_lists_the_celeba_recipes_until_trained(tmp_path, monkeypatch):
+    """CelebA models cannot ship: `cfe models` lists their recipes (measured accuracy, build command),
+    `--model celeba-mouth` says how to build it in one line, and a trained copy takes the recipe's place."""
+    import shutil
+
+    monkeypatch.delenv("CFE_WEIGHTS_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    found = {m["name"]: m for m in json.loads(runner.invoke(app, ["models", "--json"]).stdout)}
+    mouth = found["celeba-mouth"]
+    assert mouth["installed"] is False and mouth["test_accuracy"] >= 0.90
+    assert mouth["classes"] == ["closed mouth", "slightly opened mouth"] and "train_celeba.sh" in mouth["train"]
+    assert found["celeba-smiling"]["installed"] is False and found["mnist"]["installed"] is True
+    r = runner.invoke(app, ["explain", "examples/mnist_8.png", "--model", "celeba-mouth", "--out", str(tmp_path / "o")])
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert r.exit_code == 1 and len(lines) == 1 and "not installed" in lines[0] and "train_celeba.sh" in lines[0]
+    # a trained copy in the user's cache replaces the recipe (here: any classifier file stands in)
+    dst = tmp_path / "cache" / "cfe" / "weights" / "celeba-mouth"
+    dst.mkdir(parents=True)
+    shutil.copy("weights/mnist/classifier.safetensors", dst / "classifier.safetensors")
+    found = {m["name"]: m for m in json.loads(runner.invoke(app, ["models", "--json"]).stdout)}
+    assert found["celeba-mouth"]["installed"] is True and found["celeba-mouth"]["path"] == str(dst)

@@ -147,6 +147,10 @@ def resolve_model(name_or_path: str | os.PathLike[str]) -> Path:
             return cand
     names = sorted({m.name for r in weights_roots() if r.is_dir() for m in r.iterdir()
                     if (m / "classifier.safetensors").is_file()})
+    recipe = next((r for r in list_recipes() if r["name"] == str(name_or_path)), None)
+    if recipe is not None:
+        raise WeightsError(f"model '{recipe['name']}' is not installed: it cannot ship ({recipe['why_not_shipped']}); "
+                           f"build it with: {recipe['train']}")
     known = f"; known models: {', '.join(names)}" if names else ""
     raise WeightsError(f"model '{name_or_path}' not found (no classifier.safetensors){known}")
 
@@ -167,7 +171,21 @@ def describe_model(folder: Path) -> dict[str, Any]:
         "test_accuracy": info.get("test_accuracy"),
         "generators": gens,
         "oracle": (folder / "oracle.safetensors").is_file(),
+        "installed": True,
     }
+
+
+def list_recipes() -> list[dict[str, Any]]:
+    """Models cfe can build but may not ship (CelebA), with what they measured when trained.
+
+    Each record has ``installed: False``, ``train`` (the command that builds it), ``card`` and
+    ``why_not_shipped``; :func:`list_models` shows one until a trained copy is found.
+    """
+    import json
+    from importlib import resources
+
+    doc = json.loads(resources.files("cfe_cli").joinpath("assets/recipes.json").read_text())
+    return [{**r, "path": None, "oracle": False, "installed": False} for r in doc["recipes"]]
 
 
 def list_models() -> list[dict[str, Any]]:
@@ -183,6 +201,8 @@ def list_models() -> list[dict[str, Any]]:
                 found[folder.name] = describe_model(folder)
             except WeightsError as e:
                 found[folder.name] = {"name": folder.name, "path": str(folder), "error": str(e)}
+    for r in list_recipes():  # buildable, not shippable: listed until trained here
+        found.setdefault(r["name"], r)
     return list(found.values())
 
 
