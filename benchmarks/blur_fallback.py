@@ -43,7 +43,6 @@ def main() -> int:
     data = load_dataset(clf.info["dataset"], "test", size=clf.config.resolution)
     pred = api.predict(clf, data.images).argmax(1)
     x = data.images[(pred == s).nonzero()[:, 0][: args.n]]
-    src = torch.full((len(x),), s)
     tgt = torch.full((len(x),), t)
     rows = []
     with torch.inference_mode():

@@ -108,7 +108,7 @@ def progress_bar(description: str, fields: tuple[str, ...]) -> Iterator[Callable
             *[TextColumn(f"{f} {{task.fields[{f}]}}") for f in fields],
             TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn()]
     with Progress(*cols, console=err_console, transient=False) as bar:
-        task = bar.add_task(description, total=None, **{f: "-" for f in fields})
+        task = bar.add_task(description, total=None, **dict.fromkeys(fields, "-"))
 
         def update(p: dict[str, float]) -> None:
             bar.update(task, completed=p.get("completed", 0), total=p.get("total"), **fmt(p))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -53,8 +52,8 @@ def test_tiny_explain_and_animate(tiny_model, tmp_path):
 
 
 def test_file_input_without_gt_and_bad_inputs(tiny_model, tmp_path):
-    from cfe_cli.render import save_png
     from cfe_cli.data import load_dataset
+    from cfe_cli.render import save_png
 
     ds = load_dataset("mnist", "test", root=need("mnist"))
     img = save_png(ds.images[7], tmp_path / "digit.png")

@@ -7,13 +7,13 @@ import pickle
 
 import pytest
 import torch
+import user_models
+from conftest import need
 from safetensors.torch import save_file
 from typer.testing import CliRunner
 
-import user_models
 from cfe_cli.cli import app
 from cfe_cli.models.external import WrappedClassifier
-from conftest import need
 
 runner = CliRunner()
 
@@ -25,7 +25,7 @@ def _train(net: torch.nn.Module, steps: int = 150) -> torch.nn.Module:
     train = load_dataset("mnist", "train", root=need("mnist"))
     torch.manual_seed(0)
     opt = torch.optim.Adam(net.parameters(), 3e-3)
-    for i in range(steps):
+    for _ in range(steps):
         idx = torch.randint(0, len(train), (128,))
         loss = torch.nn.functional.cross_entropy(net(train.images[idx]), train.labels[idx])
         opt.zero_grad()
@@ -89,9 +89,8 @@ def test_latent_method_explains_a_user_mlp(user_weights, tmp_path):
     rec = json.loads((tmp_path / "metrics.json").read_text())["results"][0]
     assert rec["valid"] and rec["cf_pred"] == "3"
     # the record's prediction is the user's model's, not the shipped classifier's
-    from PIL import Image
-
     import numpy as np
+    from PIL import Image
     img = torch.from_numpy(np.asarray(Image.open(rec["cf_path"]), dtype=np.float32) / 255).view(1, 1, 28, 28)
     net = user_models.flat_net()
     from safetensors.torch import load_file
