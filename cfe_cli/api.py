@@ -174,6 +174,7 @@ def train_gen(
     out: str | os.PathLike[str] | None = None,
     init: str | os.PathLike[str] | None = None,
     lambda_cls: float | None = None,
+    lambda_adv: float | None = None,
     k_cfe_share: float | None = None,
     augment: str | None = None,
     precision: str | None = None,
@@ -196,7 +197,8 @@ def train_gen(
     The training data is the classifier's own dataset (from its metadata).
 
     ``init`` (mirror): fine-tune this decoder file (it must belong to the same classifier);
-    ``lambda_cls`` (mirror): weight of the classification loss (default 1);
+    ``lambda_cls`` (mirror): weight of the classification loss (default 1); ``lambda_adv`` (mirror):
+    weight of the adversarial loss (default 0.1);
     ``k_cfe_share`` (mirror): share of training samples whose k is drawn from U[0.5, 1] instead
     of U[0, 1] (default 0); ``augment`` (mirror): augmentation of the training images (default none);
     ``precision`` (mirror): ``fp32`` or ``bf16`` autocast of the forward passes; ``schedule`` (mirror):
@@ -218,10 +220,11 @@ def train_gen(
                          "own classifier)")
     if out is not None and Path(out).suffix != ".safetensors":
         raise InputError(f"--out must name a .safetensors file; got {out}")
-    if method != "mirror" and (init is not None or lambda_cls is not None or k_cfe_share is not None
+    if method != "mirror" and (init is not None or lambda_cls is not None or lambda_adv is not None
+                               or k_cfe_share is not None
                                or augment is not None or precision is not None or schedule is not None):
-        raise InputError("--init, --lambda-cls, --k-cfe-share, --augment, --precision and --schedule are options "
-                         "of --method mirror")
+        raise InputError("--init, --lambda-cls, --lambda-adv, --k-cfe-share, --augment, --precision and --schedule "
+                         "are options of --method mirror")
     if precision not in (None, "fp32", "bf16"):
         raise InputError(f"unknown precision '{precision}'; available: fp32, bf16")
     if schedule not in (None, "constant", "cosine"):
@@ -246,6 +249,7 @@ def train_gen(
     train = load_dataset(dataset, "train", root=data_dir, size=loaded.config.resolution)
     cfg = MirrorTrainConfig(epochs=epochs or 20, batch_size=batch_size or 64, lr=lr or 2e-4, seed=seed,
                             lambda_cls=1.0 if lambda_cls is None else lambda_cls,
+                            lambda_adv=0.1 if lambda_adv is None else lambda_adv,
                             k_cfe_share=k_cfe_share or 0.0, augment=augment or "none",
                             precision=precision or "fp32", schedule=schedule or "constant")
     start_dec, earlier = None, []

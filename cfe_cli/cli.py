@@ -252,6 +252,8 @@ def train_gen(
     init: Annotated[Path | None, typer.Option("--init", help="mirror: fine-tune this decoder .safetensors.")] = None,
     lambda_cls: Annotated[float | None, typer.Option("--lambda-cls", help="mirror: classification-loss weight "
                                                      "(default 1).")] = None,
+    lambda_adv: Annotated[float | None, typer.Option("--lambda-adv", help="mirror: adversarial-loss weight "
+                                                     "(default 0.1).")] = None,
     k_cfe_share: Annotated[float | None, typer.Option("--k-cfe-share", help="mirror: share of training samples with "
                                                       "k drawn from U[0.5, 1] instead of U[0, 1] (default 0).")] = None,
     augment: Annotated[str | None, typer.Option("--augment", help="mirror: augmentation of the training images "
@@ -271,7 +273,7 @@ def train_gen(
     with progress_bar(f"train-gen {method}", fields) as update:
         r = api.train_gen(model, method=method, epochs=epochs, batch_size=batch_size, lr=lr, device=device,
                           data_dir=data_dir, seed=seed, max_steps=max_steps, classifier=classifier, weights=weights,
-                          out=out, init=init, lambda_cls=lambda_cls, k_cfe_share=k_cfe_share, augment=augment,
+                          out=out, init=init, lambda_cls=lambda_cls, lambda_adv=lambda_adv, k_cfe_share=k_cfe_share, augment=augment,
                           precision=precision, schedule=schedule, command=command_line(), progress=update)
     if method == "vae":
         console.print(f"[green]VAE[/] -> {r['path']} ({r['seconds']:.0f} s); test reconstruction L1 "
