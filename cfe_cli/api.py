@@ -204,7 +204,7 @@ def train_gen(
     ``precision`` (mirror): ``fp32`` or ``bf16`` autocast of the forward passes; ``schedule`` (mirror):
     ``constant`` or ``cosine`` learning rate.
     """
-    from cfe_cli.methods.mirror import MirrorCFE
+    from cfe_cli.methods.mirror import PRECISIONS, MirrorCFE
     from cfe_cli.training import MirrorTrainConfig, train_mirror
 
     if method not in ("mirror", "vae", "cvae"):
@@ -225,8 +225,8 @@ def train_gen(
                                or augment is not None or precision is not None or schedule is not None):
         raise InputError("--init, --lambda-cls, --lambda-adv, --k-cfe-share, --augment, --precision and --schedule "
                          "are options of --method mirror")
-    if precision not in (None, "fp32", "bf16"):
-        raise InputError(f"unknown precision '{precision}'; available: fp32, bf16")
+    if precision is not None and precision not in PRECISIONS:
+        raise InputError(f"unknown precision '{precision}'; available: {', '.join(PRECISIONS)}")
     if schedule not in (None, "constant", "cosine"):
         raise InputError(f"unknown schedule '{schedule}'; available: constant, cosine")
     if k_cfe_share is not None and not 0.0 <= k_cfe_share <= 1.0:
@@ -430,6 +430,8 @@ class Explainer:
             raise InputError(f"unknown method '{method}'; available: {', '.join(METHODS)}")
         if precision not in PRECISIONS:
             raise InputError(f"unknown precision '{precision}'; available: {', '.join(PRECISIONS)}")
+        if compile and method != "mirror":
+            raise InputError("--compile is for --method mirror (the optimisation methods take --precision bf16)")
         self.precision = precision
         self.method = method
         self.device = resolve_device(device)
@@ -975,9 +977,11 @@ def evaluate(
     out_dir = _out_dir(out)
     if n < 1:
         raise InputError("--n must be at least 1")
+    if compile and "mirror" not in methods:
+        raise InputError("--compile is for --method mirror (the optimisation methods take --precision bf16)")
     explainers = [Explainer(model, m, device=device, threshold=threshold, seed=seed, classifier=classifier,
-                            weights=weights, decoder=decoder, precision=precision, compile=compile,
-                            **(options or {}))
+                            weights=weights, decoder=decoder, precision=precision,
+                            compile=compile and m == "mirror", **(options or {}))
                   for m in methods]
     ex0 = explainers[0]
     classes, dev = ex0.classes, ex0.device

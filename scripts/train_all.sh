@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Retrain every model with the commands recorded in their metadata (CPU: ~5 h on 2 cores).
+# Retrain every model with the commands recorded in their metadata (CPU: roughly 12 h on 2 cores,
+# CelebA's ~5 h included; the times of each step are in the model cards).
 # Usage: CFE_DATA_DIR=../shared/datasets bash scripts/train_all.sh [--device cuda]
 # CelebA models go to $CFE_WEIGHTS_DIR (default ~/.cache/cfe/weights), never into this repository:
 # CelebA's licence forbids redistributing anything derived from its images, checkpoints included.
@@ -45,51 +46,6 @@ cfe train-clf --dataset fashion-mnist --init $T/stage4/classifier.safetensors --
 cp $T/stage5/classifier.safetensors $F/classifier.safetensors
 cfe train-gen --model fashion-mnist --method mirror --init $T/mirror3.safetensors --epochs 2 --precision bf16 \
     --schedule cosine "${DEV[@]}"
-
-# CelebA models go to $CFE_WEIGHTS_DIR (default ~/.cache/cfe/weights), never into this repository:
-# CelebA's licence forbids redistributing anything derived from its images, checkpoints included.
-set -euo pipefail
-cd "$(dirname "$0")/.."
-DEV=("$@")
-
-# MNIST: classifier, Mirror-CFE decoder, VAE + attribution probes, oracle
-cfe train-clf --dataset mnist --out weights/mnist "${DEV[@]}"
-cfe train-gen --model mnist --method mirror --epochs 15 "${DEV[@]}"
-cp weights/mnist/mirror.safetensors /tmp/mnist_mirror15.safetensors   # then 40 more epochs, cosine decay
-cfe train-gen --model mnist --method mirror --init /tmp/mnist_mirror15.safetensors --epochs 40 --lr 2e-4 \
-    --schedule cosine --precision bf16 "${DEV[@]}"
-cfe train-gen --model mnist --method vae "${DEV[@]}"
-cfe train-clf --dataset mnist --arch convnet --seed 1 --epochs 10 --oracle --out weights/mnist "${DEV[@]}"
-
-# BloodMNIST: classifier, oracle, Mirror-CFE decoder
-cfe train-clf --dataset bloodmnist --out weights/bloodmnist "${DEV[@]}"
-cfe train-clf --dataset bloodmnist --arch convnet --seed 1 --epochs 15 --oracle --out weights/bloodmnist "${DEV[@]}"
-cfe train-gen --model bloodmnist --method mirror --epochs 6 "${DEV[@]}"
-cfe train-gen --model bloodmnist --method vae --epochs 10 "${DEV[@]}"
-
-# Fashion-MNIST: 12 epochs, then four fine-tuning stages (91.71 -> 91.89 -> 92.68 -> 92.86 -> 93.22 %); oracle.
-# The Mirror-CFE decoder is trained after stage 3 and adapted (--init) to each later stage.
-F=weights/fashion-mnist
-cfe train-clf --dataset fashion-mnist --augment shift-flip --out $F "${DEV[@]}"
-cp $F/classifier.safetensors /tmp/fmnist_stage1.safetensors
-cfe train-clf --dataset fashion-mnist --init /tmp/fmnist_stage1.safetensors --epochs 4 --lr 5e-4 --seed 1 \
-    --augment shift-flip --out $F "${DEV[@]}"
-cp $F/classifier.safetensors /tmp/fmnist_stage2.safetensors
-cfe train-clf --dataset fashion-mnist --init /tmp/fmnist_stage2.safetensors --epochs 6 --lr 1e-3 --label-smoothing 0.1 \
-    --batch-size 256 --seed 2 --out $F "${DEV[@]}"
-cfe train-clf --dataset fashion-mnist --arch convnet --seed 1 --epochs 5 --oracle --out $F "${DEV[@]}"
-cfe train-gen --model fashion-mnist --method vae --epochs 4 "${DEV[@]}"
-cfe train-gen --model fashion-mnist --method mirror --epochs 3 "${DEV[@]}"
-cp $F/classifier.safetensors /tmp/fmnist_stage3.safetensors
-cp $F/mirror.safetensors /tmp/fmnist_mirror3.safetensors
-cfe train-clf --dataset fashion-mnist --init /tmp/fmnist_stage3.safetensors --epochs 8 --lr 1e-3 --label-smoothing 0.1 \
-    --augment translate-flip-erase --ema 0.999 --seed 3 --out $F "${DEV[@]}"
-cfe train-gen --model fashion-mnist --method mirror --init /tmp/fmnist_mirror3.safetensors --epochs 1 --max-steps 500 "${DEV[@]}"
-cp $F/classifier.safetensors /tmp/fmnist_stage4.safetensors
-cp $F/mirror.safetensors /tmp/fmnist_mirror4.safetensors
-cfe train-clf --dataset fashion-mnist --init /tmp/fmnist_stage4.safetensors --epochs 8 --lr 5e-4 --label-smoothing 0.1 \
-    --augment translate-flip-erase --ema 0.999 --seed 4 --out $F "${DEV[@]}"
-cfe train-gen --model fashion-mnist --method mirror --init /tmp/fmnist_mirror4.safetensors --epochs 1 "${DEV[@]}"
 
 # CelebA (64², outside the repository: $CFE_WEIGHTS_DIR or ~/.cache/cfe/weights)
 bash scripts/train_celeba.sh all "${DEV[@]}"

@@ -100,3 +100,10 @@ def test_models_lists_the_celeba_recipes_until_trained(tmp_path, monkeypatch):
     shutil.copy("weights/mnist/classifier.safetensors", dst / "classifier.safetensors")
     found = {m["name"]: m for m in json.loads(runner.invoke(app, ["models", "--json"]).stdout)}
     assert found["celeba-mouth"]["installed"] is True and found["celeba-mouth"]["path"] == str(dst)
+
+
+def test_compile_is_refused_outside_mirror(tmp_path):
+    r = runner.invoke(app, ["explain", "examples/mnist_8.png", "--model", "mnist", "--method", "attack", "--compile",
+                            "--out", str(tmp_path)])
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert r.exit_code == 1 and len(lines) == 1 and "--compile is for --method mirror" in lines[0]

@@ -147,3 +147,19 @@ def test_bf16_decoder_keeps_float32_verdicts_and_validity():
     assert (fast["index"][both] - exact["index"][both]).abs().float().mean() < 1.0
     with pytest.raises(ValueError, match="precision"):
         MirrorCFE(clf, load_decoder(api.resolve_model("mnist"))[0], precision="fp16")
+
+
+@pytest.mark.slow
+def test_compiled_mirror_gives_the_eager_results():
+    """--compile (torch.compile, dynamic shapes) changes speed only: same 1st CFE, same images (real digits)."""
+    from cfe_cli import api
+    from cfe_cli.data import load_dataset
+    from cfe_cli.methods.mirror import MirrorCFE
+    from cfe_cli.models.weights import load_decoder
+
+    x = load_dataset("mnist", "test", root=need("mnist")).images[:24]
+    clf = api.load_model("mnist").model
+    eager = MirrorCFE(clf, load_decoder(api.resolve_model("mnist"))[0]).explain(x)
+    fast = MirrorCFE(clf, load_decoder(api.resolve_model("mnist"))[0], compile=True).explain(x)
+    assert torch.equal(fast["index"], eager["index"]) and torch.equal(fast["found"], eager["found"])
+    assert torch.allclose(fast["x_cf"], eager["x_cf"], atol=1e-4)
