@@ -179,6 +179,7 @@ def train_gen(
     augment: str | None = None,
     precision: str | None = None,
     schedule: str | None = None,
+    disc: str | None = None,
     command: str = "",
     progress: Progress | None = None,
 ) -> dict[str, Any]:
@@ -202,10 +203,11 @@ def train_gen(
     ``k_cfe_share`` (mirror): share of training samples whose k is drawn from U[0.5, 1] instead
     of U[0, 1] (default 0); ``augment`` (mirror): augmentation of the training images (default none);
     ``precision`` (mirror): ``fp32`` or ``bf16`` autocast of the forward passes; ``schedule`` (mirror):
-    ``constant`` or ``cosine`` learning rate.
+    ``constant`` or ``cosine`` learning rate; ``disc`` (mirror): ``patch`` (PatchGAN) or ``class``
+    (class-conditional projection PatchGAN).
     """
     from cfe_cli.methods.mirror import PRECISIONS, MirrorCFE
-    from cfe_cli.training import MirrorTrainConfig, train_mirror
+    from cfe_cli.training import DISCRIMINATORS, MirrorTrainConfig, train_mirror
 
     if method not in ("mirror", "vae", "cvae"):
         raise InputError(f"unknown generator method '{method}'; available: mirror, vae, cvae")
@@ -222,13 +224,16 @@ def train_gen(
         raise InputError(f"--out must name a .safetensors file; got {out}")
     if method != "mirror" and (init is not None or lambda_cls is not None or lambda_adv is not None
                                or k_cfe_share is not None
-                               or augment is not None or precision is not None or schedule is not None):
-        raise InputError("--init, --lambda-cls, --lambda-adv, --k-cfe-share, --augment, --precision and --schedule "
-                         "are options of --method mirror")
+                               or augment is not None or precision is not None or schedule is not None
+                               or disc is not None):
+        raise InputError("--init, --lambda-cls, --lambda-adv, --k-cfe-share, --augment, --precision, --schedule "
+                         "and --disc are options of --method mirror")
     if precision is not None and precision not in PRECISIONS:
         raise InputError(f"unknown precision '{precision}'; available: {', '.join(PRECISIONS)}")
     if schedule not in (None, "constant", "cosine"):
         raise InputError(f"unknown schedule '{schedule}'; available: constant, cosine")
+    if disc is not None and disc not in DISCRIMINATORS:
+        raise InputError(f"unknown discriminator '{disc}'; available: {', '.join(DISCRIMINATORS)}")
     if k_cfe_share is not None and not 0.0 <= k_cfe_share <= 1.0:
         raise InputError("--k-cfe-share must be in [0, 1]")
     if augment is not None and augment not in AUGMENTS:
@@ -251,7 +256,8 @@ def train_gen(
                             lambda_cls=1.0 if lambda_cls is None else lambda_cls,
                             lambda_adv=0.1 if lambda_adv is None else lambda_adv,
                             k_cfe_share=k_cfe_share or 0.0, augment=augment or "none",
-                            precision=precision or "fp32", schedule=schedule or "constant")
+                            precision=precision or "fp32", schedule=schedule or "constant",
+                            disc=disc or "patch")
     start_dec, earlier = None, []
     if init is not None:
         from cfe_cli.models.weights import load_decoder

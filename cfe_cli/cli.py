@@ -262,6 +262,8 @@ def train_gen(
                                                   "the forward passes; default fp32).")] = None,
     schedule: Annotated[str | None, typer.Option("--schedule", help="mirror: constant or cosine learning rate "
                                                  "(default constant).")] = None,
+    disc: Annotated[str | None, typer.Option("--disc", help="mirror: discriminator, patch (PatchGAN) or class "
+                                             "(class-conditional projection PatchGAN; default patch).")] = None,
     device: Device = "auto",
     data_dir: DataDir = None,
 ) -> None:
@@ -274,7 +276,8 @@ def train_gen(
         r = api.train_gen(model, method=method, epochs=epochs, batch_size=batch_size, lr=lr, device=device,
                           data_dir=data_dir, seed=seed, max_steps=max_steps, classifier=classifier, weights=weights,
                           out=out, init=init, lambda_cls=lambda_cls, lambda_adv=lambda_adv, k_cfe_share=k_cfe_share,
-                          augment=augment, precision=precision, schedule=schedule, command=command_line(),
+                          augment=augment, precision=precision, schedule=schedule, disc=disc,
+                          command=command_line(),
                           progress=update)
     if method == "vae":
         console.print(f"[green]VAE[/] -> {r['path']} ({r['seconds']:.0f} s); test reconstruction L1 "

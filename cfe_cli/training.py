@@ -206,6 +206,10 @@ class MirrorTrainConfig:
     seed: int = 0
     precision: str = "fp32"  # "bf16": autocast the forward passes to bfloat16 (losses and updates in float32)
     schedule: str = "constant"  # or "cosine": the learning rate decays to 0 over the run (both networks)
+    disc: str = "patch"  # or "class": a class-conditional (projection) PatchGAN, see train_mirror
+
+
+DISCRIMINATORS = ("patch", "class")
 
 
 def _class_sampler(labels: torch.Tensor, num_classes: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -241,6 +245,10 @@ def train_mirror(classifier: torch.nn.Module, train: Dataset, cfg: MirrorTrainCo
     L_rec = |x − x̂|₁, L_fea = ‖z_k − GAP(F(x_k))‖₂, L_tri (CFE branch: a real image of
     class t; SFE branch: another image of class s).
 
+    ``disc="class"``: the discriminator is class-conditional (projection): real images are
+    scored with their label, x_k with the head's class at z_k and x̂ with s, so a reflection is
+    pushed to look like a real image *of the target class*, not just like any real image.
+
     ``init``: a trained decoder to fine-tune (same config); the discriminator starts afresh.
 
     Returns:
@@ -263,7 +271,10 @@ def train_mirror(classifier: torch.nn.Module, train: Dataset, cfg: MirrorTrainCo
                              f" vs {dcfg}")
         G.load_state_dict(init.state_dict())
     G = G.to(device).train()
-    D = PatchDiscriminator(train.channels, train.resolution).to(device).train()
+    if cfg.disc not in DISCRIMINATORS:
+        raise ValueError(f"unknown discriminator '{cfg.disc}'; available: {', '.join(DISCRIMINATORS)}")
+    D = PatchDiscriminator(train.channels, train.resolution,
+                           num_classes=clf.head.weight.shape[0] if cfg.disc == "class" else 0).to(device).train()
     opt_g = torch.optim.Adam(G.parameters(), lr=cfg.lr, betas=(0.5, 0.999))
     opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr, betas=(0.5, 0.999))
     amp = torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16,
@@ -289,6 +300,7 @@ def train_mirror(classifier: torch.nn.Module, train: Dataset, cfg: MirrorTrainCo
             if step >= total:
                 break
             x = train.images[perm[i:i + cfg.batch_size]].to(device)
+            y = train.labels[perm[i:i + cfg.batch_size]].to(device)
             B = x.shape[0]
             with torch.no_grad():
                 x = augment_batch(x, cfg.augment, gen)
@@ -306,6 +318,9 @@ def train_mirror(classifier: torch.nn.Module, train: Dataset, cfg: MirrorTrainCo
                 f_k = mirror.interpolate(f_s, f_r, k)
                 z_k = f_k.mean(dim=(2, 3))
                 q_k = (z_k @ W.T + b).softmax(1)
+                # the class each decoded image should show (conditional D): the head's at z_k, s for x̂
+                y_gen = torch.cat([q_k.argmax(1), source]) if cfg.disc == "class" else None
+                y_real = y if cfg.disc == "class" else None
                 # reference images: class t for the CFE branch (k ≥ 0.5), class s otherwise
                 ref_cls = torch.where(k >= 0.5, target, source).cpu()
                 pick = offsets[ref_cls] + (torch.rand(B, generator=gen) * counts[ref_cls]).long()
@@ -315,7 +330,7 @@ def train_mirror(classifier: torch.nn.Module, train: Dataset, cfg: MirrorTrainCo
                 out = G(torch.cat([f_k, f_s])).float()  # one decoder pass for both
                 x_k, x_rec = out[:B], out[B:]
                 f_hat = clf.features(x_k).float()
-                d_fake = D(out).float()
+                d_fake = D(out, y_gen).float()
             z_hat = f_hat.mean(dim=(2, 3))
             log_p = F.log_softmax(z_hat @ W.T + b, dim=1)
             l_cls = F.kl_div(log_p, q_k, reduction="batchmean")
@@ -330,7 +345,7 @@ def train_mirror(classifier: torch.nn.Module, train: Dataset, cfg: MirrorTrainCo
             opt_g.step()
             # discriminator: real x vs decoded x_k and reconstructions
             with amp:
-                d_real, d_gen = D(x).float(), D(out.detach()).float()
+                d_real, d_gen = D(x, y_real).float(), D(out.detach(), y_gen).float()
             d_loss = F.softplus(-d_real).mean() + F.softplus(d_gen).mean()
             opt_d.zero_grad(set_to_none=True)
             d_loss.backward()

@@ -145,13 +145,15 @@ def test_fine_tune_a_decoder_and_refuse_a_foreign_one(tiny_model, tmp_path):
     start = tiny_model / "mirror.safetensors"
     out = tmp_path / "ft.safetensors"
     r = runner.invoke(app, ["train-gen", "--model", str(tiny_model), "--init", str(start), "--max-steps", "2",
-                            "--lambda-cls", "2", "--out", str(out), "--data-dir", str(root), "--device", "cpu"])
+                            "--lambda-cls", "2", "--disc", "class", "--out", str(out), "--data-dir", str(root),
+                            "--device", "cpu"])
     assert r.exit_code == 0, r.output
     from cfe_cli.models.weights import load_decoder
 
     dec, info = load_decoder(tmp_path, device="cpu", file=out)
     old, _ = load_decoder(tiny_model, device="cpu")
     assert info["train"]["lambda_cls"] == 2.0 and info["earlier_training"][0]["init"] == str(start)
+    assert info["train"]["disc"] == "class"
     changed = [not torch.equal(a, b) for a, b in zip(dec.state_dict().values(), old.state_dict().values(), strict=True)]
     assert any(changed)  # two steps moved the weights
     # a decoder may start the training of another classifier's decoder when the shapes fit (here
@@ -174,6 +176,10 @@ def test_fine_tune_a_decoder_and_refuse_a_foreign_one(tiny_model, tmp_path):
     assert r.exit_code != 0 and "does not fit" in r.output and "Traceback" not in r.output
     r = runner.invoke(app, ["train-gen", "--model", str(tiny_model), "--method", "vae", "--init", str(start)])
     assert r.exit_code != 0 and "--method mirror" in r.output
+    r = runner.invoke(app, ["train-gen", "--model", str(tiny_model), "--disc", "global", "--max-steps", "1",
+                            "--out", str(tmp_path / "z.safetensors"), "--data-dir", str(root)])
+    lines = [ln for ln in r.output.splitlines() if ln.strip()]
+    assert r.exit_code == 1 and len(lines) == 1 and "unknown discriminator 'global'" in lines[0]
 
 
 def test_evaluate_writes_fid_and_lpips_only_with_verified_files(tiny_model, tmp_path, monkeypatch):

@@ -163,3 +163,19 @@ def test_compiled_mirror_gives_the_eager_results():
     fast = MirrorCFE(clf, load_decoder(api.resolve_model("mnist"))[0], compile=True).explain(x)
     assert torch.equal(fast["index"], eager["index"]) and torch.equal(fast["found"], eager["found"])
     assert torch.allclose(fast["x_cf"], eager["x_cf"], atol=1e-4)
+
+
+def test_class_conditional_discriminator_scores_depend_on_the_class():
+    """The projection term makes the same image score differently for different classes;
+    the unconditional PatchGAN ignores classes and the conditional one requires them."""
+    from cfe_cli.models.generators import PatchDiscriminator
+
+    torch.manual_seed(0)
+    x = torch.rand(4, 1, 28, 28)
+    d = PatchDiscriminator(1, 28, num_classes=10)
+    a, b = d(x, torch.tensor([0, 1, 2, 3])), d(x, torch.tensor([4, 5, 6, 7]))
+    assert a.shape == (4, 1, 7, 7) and not torch.allclose(a, b)
+    with pytest.raises(ValueError, match="classes"):
+        d(x)
+    plain = PatchDiscriminator(1, 28)
+    assert plain.embed is None and plain(x).shape == (4, 1, 7, 7)

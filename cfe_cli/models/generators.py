@@ -78,9 +78,14 @@ class MirrorDecoder(nn.Module):
 
 
 class PatchDiscriminator(nn.Module):
-    """Spectral-normalised PatchGAN: an image ``(B, C, R, R)`` -> patch logits ``(B, 1, r, r)``."""
+    """Spectral-normalised PatchGAN: an image ``(B, C, R, R)`` -> patch logits ``(B, 1, r, r)``.
 
-    def __init__(self, in_channels: int, resolution: int, width: int = 64) -> None:
+    With ``num_classes`` > 0 it is class-conditional by projection (Miyato & Koyama, 2018):
+    every patch logit gains ``<e_y, h_ij>``, the inner product of the class embedding with the
+    patch's features, so a patch must look real *for class y* (``forward(x, y)``, ``y`` (B,)).
+    """
+
+    def __init__(self, in_channels: int, resolution: int, width: int = 64, num_classes: int = 0) -> None:
         super().__init__()
         layers: list[nn.Module] = []
         c, r = in_channels, resolution
@@ -88,12 +93,19 @@ class PatchDiscriminator(nn.Module):
         while r > 8:
             layers += [spectral_norm(nn.Conv2d(c, w, 4, 2, 1)), nn.LeakyReLU(0.2, inplace=True)]
             c, r, w = w, r // 2, min(w * 2, 256)
-        layers += [spectral_norm(nn.Conv2d(c, c, 3, 1, 1)), nn.LeakyReLU(0.2, inplace=True),
-                   spectral_norm(nn.Conv2d(c, 1, 3, 1, 1))]
-        self.net = nn.Sequential(*layers)
+        layers += [spectral_norm(nn.Conv2d(c, c, 3, 1, 1)), nn.LeakyReLU(0.2, inplace=True)]
+        self.body = nn.Sequential(*layers)
+        self.out = spectral_norm(nn.Conv2d(c, 1, 3, 1, 1))
+        self.embed = spectral_norm(nn.Embedding(num_classes, c)) if num_classes > 0 else None
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x * 2 - 1)
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        h = self.body(x * 2 - 1)
+        logit = self.out(h)
+        if self.embed is not None:
+            if y is None:
+                raise ValueError("a class-conditional discriminator needs the classes y (B,)")
+            logit = logit + (self.embed(y)[:, :, None, None] * h).sum(1, keepdim=True)
+        return logit
 
 
 # ----------------------------------------------------------------------------- VAE
