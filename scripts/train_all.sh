@@ -14,6 +14,17 @@ cfe train-gen --model mnist --method mirror --epochs 15 "${DEV[@]}"
 cp weights/mnist/mirror.safetensors /tmp/mnist_mirror15.safetensors   # then 40 more epochs, cosine decay
 cfe train-gen --model mnist --method mirror --init /tmp/mnist_mirror15.safetensors --epochs 40 --lr 2e-4 \
     --schedule cosine --precision bf16 "${DEV[@]}"
+# then three stages against a class-conditional discriminator (weight 5, half or more of k in the CFE half)
+M=/tmp/mnist_mirror
+cp weights/mnist/mirror.safetensors ${M}40.safetensors
+cfe train-gen --model mnist --method mirror --init ${M}40.safetensors --disc class --lambda-adv 5 --k-cfe-share 0.5 \
+    --epochs 8 --schedule cosine --precision bf16 --out ${M}_a.safetensors "${DEV[@]}"
+cfe train-gen --model mnist --method mirror --init ${M}_a.safetensors --disc class --lambda-adv 5 --k-cfe-share 0.5 \
+    --epochs 16 --schedule cosine --precision bf16 --out ${M}_b.safetensors "${DEV[@]}"
+cfe train-gen --model mnist --method mirror --init ${M}_b.safetensors --disc class --lambda-adv 5 --lambda-cls 2 \
+    --lr 1e-4 --k-cfe-share 0.5 --epochs 8 --schedule cosine --precision bf16 --out ${M}_c.safetensors "${DEV[@]}"
+cfe train-gen --model mnist --method mirror --init ${M}_c.safetensors --disc class --lambda-adv 5 --lambda-cls 2 \
+    --lr 1e-4 --k-cfe-share 0.7 --epochs 8 --schedule cosine --precision bf16 --seed 1 "${DEV[@]}"
 cfe train-gen --model mnist --method vae "${DEV[@]}"
 cfe train-clf --dataset mnist --arch convnet --seed 1 --epochs 10 --oracle --out weights/mnist "${DEV[@]}"
 
