@@ -180,6 +180,7 @@ def train_gen(
     precision: str | None = None,
     schedule: str | None = None,
     disc: str | None = None,
+    skips: bool | None = None,
     command: str = "",
     progress: Progress | None = None,
 ) -> dict[str, Any]:
@@ -204,7 +205,8 @@ def train_gen(
     of U[0, 1] (default 0); ``augment`` (mirror): augmentation of the training images (default none);
     ``precision`` (mirror): ``fp32`` or ``bf16`` autocast of the forward passes; ``schedule`` (mirror):
     ``constant`` or ``cosine`` learning rate; ``disc`` (mirror): ``patch`` (PatchGAN) or ``class``
-    (class-conditional projection PatchGAN).
+    (class-conditional projection PatchGAN); ``skips`` (mirror): a decoder with the paper's
+    skip-connection controller (SPE + CSP), fed by the classifier's earlier stages.
     """
     from cfe_cli.methods.mirror import PRECISIONS, MirrorCFE
     from cfe_cli.training import DISCRIMINATORS, MirrorTrainConfig, train_mirror
@@ -225,9 +227,9 @@ def train_gen(
     if method != "mirror" and (init is not None or lambda_cls is not None or lambda_adv is not None
                                or k_cfe_share is not None
                                or augment is not None or precision is not None or schedule is not None
-                               or disc is not None):
-        raise InputError("--init, --lambda-cls, --lambda-adv, --k-cfe-share, --augment, --precision, --schedule "
-                         "and --disc are options of --method mirror")
+                               or disc is not None or skips):
+        raise InputError("--init, --lambda-cls, --lambda-adv, --k-cfe-share, --augment, --precision, --schedule, "
+                         "--disc and --skips are options of --method mirror")
     if precision is not None and precision not in PRECISIONS:
         raise InputError(f"unknown precision '{precision}'; available: {', '.join(PRECISIONS)}")
     if schedule not in (None, "constant", "cosine"):
@@ -257,7 +259,7 @@ def train_gen(
                             lambda_adv=0.1 if lambda_adv is None else lambda_adv,
                             k_cfe_share=k_cfe_share or 0.0, augment=augment or "none",
                             precision=precision or "fp32", schedule=schedule or "constant",
-                            disc=disc or "patch")
+                            disc=disc or "patch", skips=bool(skips))
     start_dec, earlier = None, []
     if init is not None:
         from cfe_cli.models.weights import load_decoder
@@ -272,8 +274,8 @@ def train_gen(
     try:
         dec, history = train_mirror(loaded.model, train, cfg, device=dev, progress=progress, max_steps=max_steps,
                                     init=start_dec)
-    except ValueError as e:  # --init decoder of another shape
-        raise InputError(f"--init {init}: {e}") from None
+    except ValueError as e:  # --init decoder of another shape, or skips without classifier stages
+        raise InputError(f"--init {init}: {e}" if init is not None else str(e)) from None
     seconds = time.perf_counter() - start
     # quick check on the test split: validity of the 1st CFE and of the reflection (runner-up target)
     test = load_dataset(dataset, "test", root=data_dir, size=loaded.config.resolution)
@@ -285,7 +287,8 @@ def train_gen(
     refl = float((res["reflection_probs"].argmax(1) == res["target"]).float().mean())
     l1 = float((res["x_cf"] - x).abs().mean(dim=(1, 2, 3))[res["found"]].mean()) if res["found"].any() else None
     with torch.inference_mode():
-        rec = float((dec(loaded.model.features(x)) - x).abs().mean())
+        prep = m.prepare(x)
+        rec = float((m.decode_at(prep, torch.arange(len(x)), torch.zeros(len(x))) - x).abs().mean())
     info = {"dataset": dataset, "classes": loaded.classes, "method": method, "train": cfg.__dict__,
             "history": history, "earlier_training": earlier, "seconds": round(seconds, 1), "device": str(dev),
             "command": command,

@@ -264,6 +264,9 @@ def train_gen(
                                                  "(default constant).")] = None,
     disc: Annotated[str | None, typer.Option("--disc", help="mirror: discriminator, patch (PatchGAN) or class "
                                              "(class-conditional projection PatchGAN; default patch).")] = None,
+    skips: Annotated[bool, typer.Option("--skips", help="mirror: decoder with the paper's skip-connection "
+                                        "controller (SPE + CSP): the source's earlier-stage features pass "
+                                        "through outside the class regions (keeps backgrounds).")] = False,
     device: Device = "auto",
     data_dir: DataDir = None,
 ) -> None:
@@ -277,7 +280,7 @@ def train_gen(
                           data_dir=data_dir, seed=seed, max_steps=max_steps, classifier=classifier, weights=weights,
                           out=out, init=init, lambda_cls=lambda_cls, lambda_adv=lambda_adv, k_cfe_share=k_cfe_share,
                           augment=augment, precision=precision, schedule=schedule, disc=disc,
-                          command=command_line(),
+                          skips=skips, command=command_line(),
                           progress=update)
     if method == "vae":
         console.print(f"[green]VAE[/] -> {r['path']} ({r['seconds']:.0f} s); test reconstruction L1 "

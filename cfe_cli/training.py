@@ -207,6 +207,7 @@ class MirrorTrainConfig:
     precision: str = "fp32"  # "bf16": autocast the forward passes to bfloat16 (losses and updates in float32)
     schedule: str = "constant"  # or "cosine": the learning rate decays to 0 over the run (both networks)
     disc: str = "patch"  # or "class": a class-conditional (projection) PatchGAN, see train_mirror
+    skips: bool = False  # the skip-connection controller (SPE + CSP) fed by the classifier's earlier stages
 
 
 DISCRIMINATORS = ("patch", "class")
@@ -260,10 +261,16 @@ def train_mirror(classifier: torch.nn.Module, train: Dataset, cfg: MirrorTrainCo
     gen = torch.Generator().manual_seed(cfg.seed)
     torch.manual_seed(cfg.seed)
     clf = classifier.to(device).eval().requires_grad_(False)
+    skips = cfg.skips or bool(getattr(init, "uses_skips", False))
+    if skips and not hasattr(clf, "stages"):
+        raise ValueError("a skip decoder needs a classifier with stages(x) (cfe's own GAPClassifier)")
     with torch.no_grad():
-        f0 = clf.features(train.images[:2].to(device))
+        st0 = clf.stages(train.images[:2].to(device)) if skips else [clf.features(train.images[:2].to(device))]
+    f0 = st0[-1]
     dcfg = DecoderConfig(feat_channels=f0.shape[1], feat_size=f0.shape[-1], out_channels=train.channels,
-                         resolution=train.resolution)
+                         resolution=train.resolution,
+                         skip_channels=tuple(s.shape[1] for s in st0[:-1]),
+                         skip_sizes=tuple(s.shape[-1] for s in st0[:-1]))
     G = MirrorDecoder(dcfg)
     if init is not None:
         if getattr(init, "config", None) != dcfg:
@@ -304,7 +311,8 @@ def train_mirror(classifier: torch.nn.Module, train: Dataset, cfg: MirrorTrainCo
             B = x.shape[0]
             with torch.no_grad():
                 x = augment_batch(x, cfg.augment, gen)
-                f_s = clf.features(x)
+                st = clf.stages(x) if skips else [clf.features(x)]
+                f_s = st[-1]
                 z_s = f_s.mean(dim=(2, 3))
                 logits = z_s @ W.T + b
                 source = logits.argmax(1)
@@ -317,6 +325,10 @@ def train_mirror(classifier: torch.nn.Module, train: Dataset, cfg: MirrorTrainCo
                 k = torch.where(torch.rand(B, generator=gen) < cfg.k_cfe_share, 0.5 + 0.5 * k, k).to(device)
                 f_k = mirror.interpolate(f_s, f_r, k)
                 z_k = f_k.mean(dim=(2, 3))
+                if skips:  # the source's skips for both passes, gated by the CSP mask of f_k (x̂: k = 0)
+                    sk = [torch.cat([s, s]) for s in st[:-1]]
+                    mask = mirror.spatial_prior_mask(torch.cat([f_k, f_s]), W, source.repeat(2), target.repeat(2),
+                                                     torch.cat([k, torch.zeros_like(k)]))
                 q_k = (z_k @ W.T + b).softmax(1)
                 # the class each decoded image should show (conditional D): the head's at z_k, s for x̂
                 y_gen = torch.cat([q_k.argmax(1), source]) if cfg.disc == "class" else None
@@ -327,7 +339,7 @@ def train_mirror(classifier: torch.nn.Module, train: Dataset, cfg: MirrorTrainCo
                 x_ref = train.images[order[pick]].to(device)
                 z_ref = clf.features(x_ref).mean(dim=(2, 3))
             with amp:
-                out = G(torch.cat([f_k, f_s])).float()  # one decoder pass for both
+                out = (G(torch.cat([f_k, f_s]), sk, mask) if skips else G(torch.cat([f_k, f_s]))).float()
                 x_k, x_rec = out[:B], out[B:]
                 f_hat = clf.features(x_k).float()
                 d_fake = D(out, y_gen).float()

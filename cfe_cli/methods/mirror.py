@@ -217,11 +217,33 @@ class MirrorCFE:
         self.refine = refine
         self.grid = grid
         self.coarse = max(2, min(coarse, grid))
+        self.skips = bool(getattr(decoder, "uses_skips", False))
+        if self.skips and not hasattr(classifier, "stages"):
+            raise ValueError("this decoder uses skip connections, which need a classifier with stages(x) "
+                             "(cfe's own GAPClassifier); use a skip-free decoder with this classifier")
 
-    def decode(self, f: Tensor) -> Tensor:
-        """G(f) as a contiguous float image batch ``(B, C, h, w) -> (B, C_img, H, W)``."""
-        x = self._dec_fn(f.to(self.dtype).contiguous(memory_format=torch.channels_last))
+    def decode(self, f: Tensor, skips: list[Tensor] | None = None, mask: Tensor | None = None) -> Tensor:
+        """G(f) as a contiguous float image batch ``(B, C, h, w) -> (B, C_img, H, W)``; a skip
+        decoder also takes the source's earlier-stage features and the CSP mask."""
+        cl = torch.channels_last
+        if skips is None:
+            x = self._dec_fn(f.to(self.dtype).contiguous(memory_format=cl))
+        else:
+            x = self._dec_fn(f.to(self.dtype).contiguous(memory_format=cl),
+                             [s.to(self.dtype).contiguous(memory_format=cl) for s in skips], mask.to(self.dtype))
         return x.to(f.dtype).contiguous()
+
+    def decode_at(self, prep: dict[str, Tensor], rows: Tensor, k: Tensor) -> Tensor:
+        """Decode x_k for the given rows of a prepared batch, each at its own k.
+
+        Shape: ``rows, k (R,)`` -> ``(R, C_img, H, W)``. With a skip decoder the source's
+        skip features pass through outside the CSP mask of f_k (spec §5).
+        """
+        f_k = interpolate(prep["f_s"][rows], prep["f_r"][rows], k)
+        if not self.skips:
+            return self.decode(f_k)
+        mask = spatial_prior_mask(f_k, self.weight, prep["source"][rows], prep["target"][rows], k)
+        return self.decode(f_k, [s[rows] for s in prep["skips"]], mask)
 
     @property
     def weight(self) -> Tensor:
@@ -244,7 +266,8 @@ class MirrorCFE:
 
         Shape: ``x (B, C, H, W)``, ``target (B,)`` or None.
         """
-        f_s = self.clf.features(x)
+        stages = self.clf.stages(x) if self.skips else [self.clf.features(x)]
+        f_s = stages[-1]
         logits = self.clf.classify_features(f_s)
         probs = logits.softmax(1)
         source = logits.argmax(1)
@@ -252,15 +275,17 @@ class MirrorCFE:
             target = logits.topk(2, dim=1).indices[:, 1]
         target = target.to(x.device)
         f_r = mirror_features(f_s, self.weight, self.bias, source, target, refine=self.refine)
-        return {"f_s": f_s, "f_r": f_r, "source": source, "target": target, "probs": probs}
+        prep = {"f_s": f_s, "f_r": f_r, "source": source, "target": target, "probs": probs}
+        if self.skips:
+            prep["skips"] = stages[:-1]  # type: ignore[assignment]
+        return prep
 
     def _decode_rows(self, prep: dict[str, Tensor], rows: Tensor, idx: Tensor) -> tuple[Tensor, Tensor]:
         """Decode the given rows of the batch, each at its own grid index.
 
         Shape: ``rows, idx (R,)`` -> images ``(R, C, H, W)`` and classifier logits ``(R, K)``.
         """
-        k = idx.to(prep["f_s"].dtype) / (self.grid - 1)
-        x_k = self.decode(interpolate(prep["f_s"][rows], prep["f_r"][rows], k))
+        x_k = self.decode_at(prep, rows, idx.to(prep["f_s"].dtype) / (self.grid - 1))
         return x_k, self._clf_fn(x_k)
 
     @staticmethod
@@ -379,9 +404,14 @@ class MirrorCFE:
         B = f_s.shape[0]
         ks = k_grid(frames).to(f_s.device)
         f_k = interpolate_grid(f_s, f_r, ks).flatten(0, 1)  # (B*T, C, h, w)
+        rows_all = torch.arange(B, device=f_s.device).repeat_interleave(frames)
+        ks_all = ks.repeat(B)
         xs, ps = [], []
         for i in range(0, f_k.shape[0], chunk):
-            xi = self.decode(f_k[i:i + chunk])
+            if self.skips:
+                xi = self.decode_at(prep, rows_all[i:i + chunk], ks_all[i:i + chunk])
+            else:
+                xi = self.decode(f_k[i:i + chunk])
             xs.append(xi)
             ps.append(self.probs(xi))
         x = torch.cat(xs).view(B, frames, *xs[0].shape[1:])

@@ -25,13 +25,18 @@ class DecoderConfig:
     resolution: int = 28
     width: int = 64
     min_width: int = 32
+    # skip-connection controller (SSC = SPE + CSP): the channels and sizes of the classifier's
+    # earlier stages fed to the decoder (``GAPClassifier.stages`` minus the last); () = no skips
+    skip_channels: tuple[int, ...] = ()
+    skip_sizes: tuple[int, ...] = ()
 
-    def to_dict(self) -> dict[str, int]:
+    def to_dict(self) -> dict[str, object]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict[str, object]) -> DecoderConfig:
-        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})  # type: ignore[arg-type]
+        known = {k: (tuple(v) if isinstance(v, list) else v) for k, v in d.items() if k in cls.__dataclass_fields__}
+        return cls(**known)  # type: ignore[arg-type]
 
 
 def _norm(c: int) -> nn.GroupNorm:
@@ -55,23 +60,85 @@ class MirrorDecoder(nn.Module):
     """G: feature map -> image.
 
     Shape: ``(B, feat_channels, feat_size, feat_size) -> (B, out_channels, resolution, resolution)``.
+
+    With ``config.skip_channels`` it also takes the source's earlier-stage features and the CSP
+    mask (the paper's skip-connection controller, spec §5): per skip i, SPE decodes
+    u_i = D_i(concat(B_i(f_s^i), f_k)) (B_i pools the skip to f_k's size, D_i brings it back),
+    and the decoder uses f̃_i = (1 − M)⊙f_s^i + M⊙u_i, so outside the class-relevant region
+    M the source's own features pass through unchanged. ``forward(f, skips, mask)``:
+    ``skips`` the list of ``(B, skip_channels[i], s_i, s_i)``, ``mask (B, 1, h, w)`` in {0, 1}.
     """
 
     def __init__(self, config: DecoderConfig) -> None:
         super().__init__()
         self.config = c = config
         ups = max(0, round(math.log2(c.resolution / c.feat_size)))
-        layers: list[nn.Module] = [nn.Conv2d(c.feat_channels, c.width, 3, 1, 1), ResBlock(c.width), ResBlock(c.width)]
-        w = c.width
+        if len(c.skip_channels) != len(c.skip_sizes):
+            raise ValueError("skip_channels and skip_sizes must have the same length")
+        if not c.skip_channels:
+            layers: list[nn.Module] = [nn.Conv2d(c.feat_channels, c.width, 3, 1, 1), ResBlock(c.width),
+                                       ResBlock(c.width)]
+            w = c.width
+            for _ in range(ups):
+                w_next = max(c.min_width, w // 2)
+                layers += [nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(w, w_next, 3, 1, 1),
+                           ResBlock(w_next)]
+                w = w_next
+            layers += [_norm(w), nn.SiLU(), nn.Conv2d(w, c.out_channels, 3, 1, 1)]
+            self.net = nn.Sequential(*layers)
+            return
+        self.inp = nn.Sequential(nn.Conv2d(c.feat_channels, c.width, 3, 1, 1), ResBlock(c.width), ResBlock(c.width))
+        # SPE per skip: B_i (pool to f_k's size + 1x1), D_i (concat with f_k -> conv -> resize -> conv)
+        self.spe_pool = nn.ModuleList(nn.Conv2d(ci, ci, 1) for ci in c.skip_channels)
+        self.spe_dec = nn.ModuleList(
+            nn.Sequential(nn.Conv2d(ci + c.feat_channels, c.width, 3, 1, 1), ResBlock(c.width),
+                          nn.Upsample(size=(si, si), mode="nearest"), nn.Conv2d(c.width, ci, 3, 1, 1))
+            for ci, si in zip(c.skip_channels, c.skip_sizes, strict=True))
+        self.ups = nn.ModuleList()
+        self.fuse = nn.ModuleDict()
+        size, w = c.feat_size, c.width
         for _ in range(ups):
             w_next = max(c.min_width, w // 2)
-            layers += [nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(w, w_next, 3, 1, 1), ResBlock(w_next)]
+            size *= 2
+            self.ups.append(nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(w, w_next, 3, 1, 1)))
+            if size in c.skip_sizes:
+                ci = c.skip_channels[c.skip_sizes.index(size)]
+                self.fuse[str(size)] = nn.Sequential(nn.Conv2d(w_next + ci, w_next, 3, 1, 1), ResBlock(w_next))
+            else:
+                self.fuse[str(size)] = ResBlock(w_next)
             w = w_next
-        layers += [_norm(w), nn.SiLU(), nn.Conv2d(w, c.out_channels, 3, 1, 1)]
-        self.net = nn.Sequential(*layers)
+        missing = set(c.skip_sizes) - {c.feat_size * 2 ** (i + 1) for i in range(ups)}
+        if missing:
+            raise ValueError(f"skip sizes {sorted(missing)} are not on the decoder's upsampling path")
+        self.out = nn.Sequential(_norm(w), nn.SiLU(), nn.Conv2d(w, c.out_channels, 3, 1, 1))
 
-    def forward(self, f: torch.Tensor) -> torch.Tensor:
-        x = self.net(f)
+    @property
+    def uses_skips(self) -> bool:
+        return bool(self.config.skip_channels)
+
+    def blended_skips(self, f: torch.Tensor, skips: list[torch.Tensor], mask: torch.Tensor) -> list[torch.Tensor]:
+        """SPE + CSP blend: f̃_i = (1 − M)⊙f_s^i + M⊙D_i(concat(B_i(f_s^i), f_k)), per skip."""
+        out = []
+        for s, pool, dec in zip(skips, self.spe_pool, self.spe_dec, strict=True):
+            b = pool(nn.functional.adaptive_avg_pool2d(s, f.shape[-2:]))
+            u = dec(torch.cat([b, f], 1))
+            m = nn.functional.interpolate(mask.to(s.dtype), size=s.shape[-2:], mode="nearest")
+            out.append(s + m * (u - s))
+        return out
+
+    def forward(self, f: torch.Tensor, skips: list[torch.Tensor] | None = None,
+                mask: torch.Tensor | None = None) -> torch.Tensor:
+        if not self.uses_skips:
+            x = self.net(f)
+        else:
+            if skips is None or mask is None:
+                raise ValueError("this decoder uses skip connections: pass the source's skip features and the mask")
+            by_size = {s.shape[-1]: s for s in self.blended_skips(f, skips, mask)}
+            h = self.inp(f)
+            for up, (size, fuse) in zip(self.ups, self.fuse.items(), strict=True):
+                h = up(h)
+                h = fuse(torch.cat([h, by_size[int(size)]], 1)) if int(size) in by_size else fuse(h)
+            x = self.out(h)
         if x.shape[-1] != self.config.resolution:
             x = nn.functional.interpolate(x, size=(self.config.resolution,) * 2, mode="bilinear", align_corners=False)
         return torch.sigmoid(x)
