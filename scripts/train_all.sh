@@ -61,6 +61,17 @@ cfe train-clf --dataset fashion-mnist --init $T/stage4/classifier.safetensors --
 cp $T/stage5/classifier.safetensors $F/classifier.safetensors
 cfe train-gen --model fashion-mnist --method mirror --init $T/mirror3.safetensors --epochs 2 --precision bf16 \
     --schedule cosine "${DEV[@]}"
+# then four stages against the class-conditional discriminator (as MNIST's)
+FC="--disc class --lambda-adv 5 --schedule cosine --precision bf16"
+cp $F/mirror.safetensors $T/fm0.safetensors
+cfe train-gen --model fashion-mnist --method mirror --init $T/fm0.safetensors $FC --k-cfe-share 0.5 --epochs 2 \
+    --max-steps 1400 --out $T/fm1.safetensors "${DEV[@]}"
+cfe train-gen --model fashion-mnist --method mirror --init $T/fm1.safetensors $FC --k-cfe-share 0.5 --epochs 3 \
+    --max-steps 2800 --out $T/fm2.safetensors "${DEV[@]}"
+cfe train-gen --model fashion-mnist --method mirror --init $T/fm2.safetensors $FC --lambda-cls 2 --lr 1e-4 \
+    --k-cfe-share 0.5 --epochs 2 --max-steps 1400 --out $T/fm3.safetensors "${DEV[@]}"
+cfe train-gen --model fashion-mnist --method mirror --init $T/fm3.safetensors $FC --lambda-cls 2 --lr 1e-4 \
+    --k-cfe-share 0.7 --seed 1 --epochs 2 --max-steps 1400 "${DEV[@]}"
 
 # CelebA (64², outside the repository: $CFE_WEIGHTS_DIR or ~/.cache/cfe/weights)
 bash scripts/train_celeba.sh all "${DEV[@]}"
