@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import platform
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -267,6 +267,8 @@ def train_gen(
         # any decoder whose shapes fit may be the starting point: fine-tuning also adapts a
         # decoder to a fine-tuned version of its classifier (train_mirror checks the shapes)
         start_dec, start_info = load_decoder(Path(init).parent, device=dev, file=Path(init))
+        if getattr(start_dec, "uses_skips", False):  # fine-tuning a skip decoder keeps its skips
+            cfg = replace(cfg, skips=True)
         earlier = [{"init": str(init), "init_classifier_sha256": start_info.get("classifier_sha256"),
                     "command": start_info.get("command"), "train": start_info.get("train"),
                     "history": start_info.get("history"), "earlier_training": start_info.get("earlier_training")}]

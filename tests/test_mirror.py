@@ -221,6 +221,10 @@ def test_skip_decoder_trains_saves_and_explains(tmp_path):
     dec, info = load_decoder(tmp_path, file=out)
     assert dec.uses_skips and dec.config.skip_channels == (64,) and dec.config.skip_sizes == (14,)
     assert info["train"]["skips"] is True and 0 <= r["validity"] <= 1
+    ft = tmp_path / "ft.safetensors"  # fine-tuning a skip decoder keeps (and records) its skips
+    api.train_gen("mnist", init=out, epochs=1, batch_size=16, max_steps=1, out=ft, data_dir=root, device="cpu")
+    dec2, info2 = load_decoder(tmp_path, file=ft)
+    assert dec2.config == dec.config and info2["train"]["skips"] is True
     m = MirrorCFE(api.load_model("mnist").model, dec)
     x = load_dataset("mnist", "test", root=root).images[:6]
     prep = m.prepare(x)
