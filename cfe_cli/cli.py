@@ -266,7 +266,7 @@ def train_gen(
                                              "(class-conditional projection PatchGAN; default patch).")] = None,
     skips: Annotated[bool, typer.Option("--skips", help="mirror: decoder with the paper's skip-connection "
                                         "controller (SPE + CSP): the source's earlier-stage features pass "
-                                        "through outside the class regions (keeps backgrounds).")] = False,
+                                        "through outside the class regions.")] = False,
     device: Device = "auto",
     data_dir: DataDir = None,
 ) -> None:
