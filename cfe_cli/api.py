@@ -289,8 +289,7 @@ def train_gen(
     refl = float((res["reflection_probs"].argmax(1) == res["target"]).float().mean())
     l1 = float((res["x_cf"] - x).abs().mean(dim=(1, 2, 3))[res["found"]].mean()) if res["found"].any() else None
     with torch.inference_mode():
-        prep = m.prepare(x)
-        rec = float((m.decode_at(prep, torch.arange(len(x)), torch.zeros(len(x))) - x).abs().mean())
+        rec = float((m.decode_at(res, torch.arange(len(x)), torch.zeros(len(x))) - x).abs().mean())
     info = {"dataset": dataset, "classes": loaded.classes, "method": method, "train": cfg.__dict__,
             "history": history, "earlier_training": earlier, "seconds": round(seconds, 1), "device": str(dev),
             "command": command,

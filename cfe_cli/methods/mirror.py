@@ -403,17 +403,15 @@ class MirrorCFE:
         f_s, f_r = prep["f_s"], prep["f_r"]
         B = f_s.shape[0]
         ks = k_grid(frames).to(f_s.device)
-        f_k = interpolate_grid(f_s, f_r, ks).flatten(0, 1)  # (B*T, C, h, w)
-        rows_all = torch.arange(B, device=f_s.device).repeat_interleave(frames)
+        rows_all = torch.arange(B, device=f_s.device).repeat_interleave(frames)  # (B*T,) sample of each frame
         ks_all = ks.repeat(B)
         xs, ps = [], []
-        for i in range(0, f_k.shape[0], chunk):
-            if self.skips:
-                xi = self.decode_at(prep, rows_all[i:i + chunk], ks_all[i:i + chunk])
-            else:
-                xi = self.decode(f_k[i:i + chunk])
+        for i in range(0, B * frames, chunk):  # f_k built chunk by chunk, never all B*T maps at once
+            xi = self.decode_at(prep, rows_all[i:i + chunk], ks_all[i:i + chunk])
             xs.append(xi)
             ps.append(self.probs(xi))
         x = torch.cat(xs).view(B, frames, *xs[0].shape[1:])
-        intended = self.intended(f_k.mean(dim=(2, 3))).view(B, frames, -1)
+        # GAP is affine, so GAP(f_k) = z_s + k (z_r − z_s): the head's softmax without the maps
+        z_s, z_r = f_s.mean(dim=(2, 3)), f_r.mean(dim=(2, 3))
+        intended = self.intended(z_s[:, None] + ks[None, :, None] * (z_r - z_s)[:, None])  # (B, T, K)
         return {"ks": ks, "x": x, "predicted": torch.cat(ps).view(B, frames, -1), "intended": intended}
