@@ -267,6 +267,9 @@ def train_gen(
     skips: Annotated[bool, typer.Option("--skips", help="mirror: decoder with the paper's skip-connection "
                                         "controller (SPE + CSP): the source's earlier-stage features pass "
                                         "through outside the class regions.")] = False,
+    skip_stem: Annotated[bool, typer.Option("--skip-stem", help="mirror: also feed the classifier's "
+                                            "full-resolution stem as a skip (implies --skips; with --init a "
+                                            "decoder without it is grown into one with it).")] = False,
     device: Device = "auto",
     data_dir: DataDir = None,
 ) -> None:
@@ -280,7 +283,7 @@ def train_gen(
                           data_dir=data_dir, seed=seed, max_steps=max_steps, classifier=classifier, weights=weights,
                           out=out, init=init, lambda_cls=lambda_cls, lambda_adv=lambda_adv, k_cfe_share=k_cfe_share,
                           augment=augment, precision=precision, schedule=schedule, disc=disc,
-                          skips=skips, command=command_line(),
+                          skips=skips, skip_stem=skip_stem, command=command_line(),
                           progress=update)
     if method == "vae":
         console.print(f"[green]VAE[/] -> {r['path']} ({r['seconds']:.0f} s); test reconstruction L1 "

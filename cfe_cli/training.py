@@ -208,6 +208,7 @@ class MirrorTrainConfig:
     schedule: str = "constant"  # or "cosine": the learning rate decays to 0 over the run (both networks)
     disc: str = "patch"  # or "class": a class-conditional (projection) PatchGAN, see train_mirror
     skips: bool = False  # the skip-connection controller (SPE + CSP) fed by the classifier's earlier stages
+    skip_stem: bool = False  # with skips: the classifier's full-resolution stem is a skip too
 
 
 DISCRIMINATORS = ("patch", "class")
@@ -261,22 +262,27 @@ def train_mirror(classifier: torch.nn.Module, train: Dataset, cfg: MirrorTrainCo
     gen = torch.Generator().manual_seed(cfg.seed)
     torch.manual_seed(cfg.seed)
     clf = classifier.to(device).eval().requires_grad_(False)
-    skips = cfg.skips or bool(getattr(init, "uses_skips", False))
+    skips = cfg.skips or cfg.skip_stem or bool(getattr(init, "uses_skips", False))
+    stem = skips and (cfg.skip_stem or bool(getattr(getattr(init, "config", None), "skip_stem", False)))
     if skips and not hasattr(clf, "stages"):
         raise ValueError("a skip decoder needs a classifier with stages(x) (cfe's own GAPClassifier)")
     with torch.no_grad():
-        st0 = clf.stages(train.images[:2].to(device)) if skips else [clf.features(train.images[:2].to(device))]
+        x0 = train.images[:2].to(device)
+        st0 = clf.stages(x0, stem=stem) if skips else [clf.features(x0)]
     f0 = st0[-1]
     dcfg = DecoderConfig(feat_channels=f0.shape[1], feat_size=f0.shape[-1], out_channels=train.channels,
                          resolution=train.resolution,
                          skip_channels=tuple(s.shape[1] for s in st0[:-1]),
-                         skip_sizes=tuple(s.shape[-1] for s in st0[:-1]))
+                         skip_sizes=tuple(s.shape[-1] for s in st0[:-1]), skip_stem=stem)
     G = MirrorDecoder(dcfg)
     if init is not None:
-        if getattr(init, "config", None) != dcfg:
+        if getattr(init, "config", None) == dcfg:
+            G.load_state_dict(init.state_dict())
+        elif isinstance(init, MirrorDecoder) and G.grows_from(init):  # e.g. adding the stem skip
+            G.adopt(init)
+        else:
             raise ValueError(f"the decoder to fine-tune does not fit this classifier: {getattr(init, 'config', None)}"
                              f" vs {dcfg}")
-        G.load_state_dict(init.state_dict())
     G = G.to(device).train()
     if cfg.disc not in DISCRIMINATORS:
         raise ValueError(f"unknown discriminator '{cfg.disc}'; available: {', '.join(DISCRIMINATORS)}")
@@ -311,7 +317,7 @@ def train_mirror(classifier: torch.nn.Module, train: Dataset, cfg: MirrorTrainCo
             B = x.shape[0]
             with torch.no_grad():
                 x = augment_batch(x, cfg.augment, gen)
-                st = clf.stages(x) if skips else [clf.features(x)]
+                st = clf.stages(x, stem=stem) if skips else [clf.features(x)]
                 f_s = st[-1]
                 z_s = f_s.mean(dim=(2, 3))
                 logits = z_s @ W.T + b

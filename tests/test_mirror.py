@@ -235,3 +235,40 @@ def test_skip_decoder_trains_saves_and_explains(tmp_path):
     one = m.decode_at(prep, torch.tensor([4]), torch.tensor([1.0]))
     assert torch.allclose(one[0], sw["x"][4, -1], atol=1e-5) and torch.allclose(one[0], res["x_reflection"][4],
                                                                                  atol=1e-5)
+
+
+def test_stem_skip_decoder_grows_from_a_trained_skip_decoder(tmp_path):
+    """train-gen --skip-stem --init <skip decoder>: the full-resolution stem becomes the first skip,
+    and the grown decoder decodes exactly what the decoder it started from decoded (new skip at
+    zero weight), so fine-tuning starts where that decoder was; explain then runs on the stem path."""
+    from cfe_cli import api
+    from cfe_cli.data import load_dataset
+    from cfe_cli.methods.mirror import MirrorCFE
+    from cfe_cli.models.generators import DecoderConfig, MirrorDecoder
+    from cfe_cli.models.weights import load_decoder
+
+    root = need("mnist")
+    clf = api.load_model("mnist").model
+    x = load_dataset("mnist", "test", root=root).images[:8]
+    assert [tuple(s.shape[1:]) for s in clf.stages(x, stem=True)] == [(32, 28, 28), (64, 14, 14), (128, 7, 7)]
+    torch.manual_seed(0)
+    small = MirrorDecoder(DecoderConfig(skip_channels=(64,), skip_sizes=(14,))).eval()
+    big = MirrorDecoder(DecoderConfig(skip_channels=(32, 64), skip_sizes=(28, 14), skip_stem=True)).eval()
+    assert big.grows_from(small) and not small.grows_from(big)
+    assert not big.grows_from(MirrorDecoder(DecoderConfig()))  # a skip-free decoder is another network
+    big.adopt(small)
+    ms, mb = MirrorCFE(clf, small), MirrorCFE(clf, big)
+    a, b = ms.sweep(ms.prepare(x), 6), mb.sweep(mb.prepare(x), 6)
+    assert torch.allclose(a["x"], b["x"], atol=1e-6) and a["x"].std() > 0.01
+
+    start = tmp_path / "skip.safetensors"
+    api.train_gen("mnist", skips=True, epochs=1, batch_size=16, max_steps=1, out=start, data_dir=root, device="cpu")
+    out = tmp_path / "stem.safetensors"
+    api.train_gen("mnist", init=start, skip_stem=True, epochs=1, batch_size=16, max_steps=2, out=out,
+                  data_dir=root, device="cpu")
+    dec, info = load_decoder(tmp_path, file=out)
+    assert dec.config.skip_stem and dec.config.skip_sizes == (28, 14) and info["train"]["skip_stem"] is True
+    m = MirrorCFE(clf, dec)
+    prep = m.prepare(x[:3])
+    assert [tuple(s.shape) for s in prep["skips"]] == [(3, 32, 28, 28), (3, 64, 14, 14)]
+    assert m.sweep(prep, 5)["x"].shape == (3, 5, 1, 28, 28)

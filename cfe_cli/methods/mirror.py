@@ -218,6 +218,7 @@ class MirrorCFE:
         self.grid = grid
         self.coarse = max(2, min(coarse, grid))
         self.skips = bool(getattr(decoder, "uses_skips", False))
+        self.skip_stem = self.skips and bool(getattr(decoder.config, "skip_stem", False))
         if self.skips and not hasattr(classifier, "stages"):
             raise ValueError("this decoder uses skip connections, which need a classifier with stages(x) "
                              "(cfe's own GAPClassifier); use a skip-free decoder with this classifier")
@@ -266,7 +267,7 @@ class MirrorCFE:
 
         Shape: ``x (B, C, H, W)``, ``target (B,)`` or None.
         """
-        stages = self.clf.stages(x) if self.skips else [self.clf.features(x)]
+        stages = self.clf.stages(x, stem=self.skip_stem) if self.skips else [self.clf.features(x)]
         f_s = stages[-1]
         logits = self.clf.classify_features(f_s)
         probs = logits.softmax(1)

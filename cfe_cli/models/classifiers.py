@@ -113,7 +113,8 @@ class GAPClassifier(nn.Module):
     Shape:
         x: ``(B, C_in, H, W)`` in [0, 1] -> logits ``(B, K)``;
         ``features(x)``: the last feature map ``(B, C, h, w)``;
-        ``stages(x)``: the list of every stage's output (skip features for decoders).
+        ``stages(x, stem=False)``: the list of every stage's output (skip features for decoders);
+        with ``stem=True`` the stem's full-resolution map comes first.
     """
 
     def __init__(self, config: ClassifierConfig) -> None:
@@ -142,9 +143,9 @@ class GAPClassifier(nn.Module):
     def feature_dim(self) -> int:
         return self.head.in_features
 
-    def stages(self, x: torch.Tensor) -> list[torch.Tensor]:
+    def stages(self, x: torch.Tensor, stem: bool = False) -> list[torch.Tensor]:
         h = self.stem((x - self.mean) / self.std)
-        outs = []
+        outs = [h] if stem else []
         for stage in self.stages_:
             h = stage(h)
             outs.append(h)

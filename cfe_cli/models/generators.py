@@ -29,6 +29,8 @@ class DecoderConfig:
     # earlier stages fed to the decoder (``GAPClassifier.stages`` minus the last); () = no skips
     skip_channels: tuple[int, ...] = ()
     skip_sizes: tuple[int, ...] = ()
+    # the first skip is the classifier's stem (its full-resolution map, ``stages(x, stem=True)``)
+    skip_stem: bool = False
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -115,6 +117,49 @@ class MirrorDecoder(nn.Module):
     @property
     def uses_skips(self) -> bool:
         return bool(self.config.skip_channels)
+
+    def grows_from(self, other: MirrorDecoder) -> bool:
+        """Whether :meth:`adopt` can start this decoder from ``other``: the same decoder with
+        the same skips or a subset of them (e.g. one trained without the stem skip)."""
+        a, b = self.config, other.config
+        same = {k: v for k, v in a.to_dict().items() if k not in ("skip_channels", "skip_sizes", "skip_stem")}
+        theirs = {k: v for k, v in b.to_dict().items() if k not in ("skip_channels", "skip_sizes", "skip_stem")}
+        pairs = set(zip(a.skip_channels, a.skip_sizes, strict=True))
+        return same == theirs and bool(b.skip_channels) and set(zip(b.skip_channels, b.skip_sizes,
+                                                                    strict=True)) <= pairs
+
+    @torch.no_grad()
+    def adopt(self, other: MirrorDecoder) -> None:
+        """Start from ``other``, a trained decoder with a subset of this one's skips, so that
+        this decoder computes exactly what ``other`` does until training teaches it to use the
+        new skips: shared modules are copied (skip modules matched by size), and where a new
+        skip joins the decoder path its fusing conv passes the path through unchanged and
+        gives the new skip zero weight (its SPE modules start fresh)."""
+        if not self.grows_from(other):
+            raise ValueError(f"cannot grow {self.config} from {other.config}")
+        mine = self.state_dict()
+        theirs = other.state_dict()
+        idx = {size: i for i, size in enumerate(self.config.skip_sizes)}
+        rename = {f"spe_{part}.{j}.": f"spe_{part}.{idx[size]}."
+                  for j, size in enumerate(other.config.skip_sizes) for part in ("pool", "dec")}
+        new_fuse = set(self.config.skip_sizes) - set(other.config.skip_sizes)
+        for name, v in theirs.items():
+            target = name
+            for a, b in rename.items():
+                if name.startswith(a):
+                    target = b + name[len(a):]
+            size = name.split(".")[1] if name.startswith("fuse.") else None
+            if size is not None and int(size) in new_fuse:  # ResBlock -> Sequential(conv, ResBlock)
+                target = f"fuse.{size}.1." + name.split(".", 2)[2]
+            mine[target] = v
+        for size in new_fuse:
+            conv = self.fuse[str(size)][0]
+            w = torch.zeros_like(conv.weight)
+            c = w.shape[0]
+            w[torch.arange(c), torch.arange(c), 1, 1] = 1.0  # identity on the path, zero on the new skip
+            mine[f"fuse.{size}.0.weight"] = w
+            mine[f"fuse.{size}.0.bias"] = torch.zeros_like(conv.bias)
+        self.load_state_dict(mine)
 
     def blended_skips(self, f: torch.Tensor, skips: list[torch.Tensor], mask: torch.Tensor) -> list[torch.Tensor]:
         """SPE + CSP blend: f̃_i = (1 − M)⊙f_s^i + M⊙D_i(concat(B_i(f_s^i), f_k)), per skip."""
