@@ -254,12 +254,14 @@ def test_stem_skip_decoder_grows_from_a_trained_skip_decoder(tmp_path):
     torch.manual_seed(0)
     small = MirrorDecoder(DecoderConfig(skip_channels=(64,), skip_sizes=(14,))).eval()
     big = MirrorDecoder(DecoderConfig(skip_channels=(32, 64), skip_sizes=(28, 14), skip_stem=True)).eval()
-    assert big.grows_from(small) and not small.grows_from(big)
-    assert not big.grows_from(MirrorDecoder(DecoderConfig()))  # a skip-free decoder is another network
-    big.adopt(small)
-    ms, mb = MirrorCFE(clf, small), MirrorCFE(clf, big)
-    a, b = ms.sweep(ms.prepare(x), 6), mb.sweep(mb.prepare(x), 6)
-    assert torch.allclose(a["x"], b["x"], atol=1e-6) and a["x"].std() > 0.01
+    plain = MirrorDecoder(DecoderConfig()).eval()  # skip-free (the MNIST / Fashion-MNIST layout)
+    assert big.grows_from(small) and big.grows_from(plain) and not small.grows_from(big)
+    assert not big.grows_from(MirrorDecoder(DecoderConfig(width=32)))
+    for start in (small, plain):
+        big.adopt(start)
+        ms, mb = MirrorCFE(clf, start), MirrorCFE(clf, big)
+        a, b = ms.sweep(ms.prepare(x), 6), mb.sweep(mb.prepare(x), 6)
+        assert torch.allclose(a["x"], b["x"], atol=1e-6) and a["x"].std() > 0.01
 
     start = tmp_path / "skip.safetensors"
     api.train_gen("mnist", skips=True, epochs=1, batch_size=16, max_steps=1, out=start, data_dir=root, device="cpu")

@@ -119,14 +119,13 @@ class MirrorDecoder(nn.Module):
         return bool(self.config.skip_channels)
 
     def grows_from(self, other: MirrorDecoder) -> bool:
-        """Whether :meth:`adopt` can start this decoder from ``other``: the same decoder with
-        the same skips or a subset of them (e.g. one trained without the stem skip)."""
+        """Whether :meth:`adopt` can start this skip decoder from ``other``: the same decoder with
+        a subset of its skips (e.g. one trained without the stem skip, or a skip-free one)."""
         a, b = self.config, other.config
         same = {k: v for k, v in a.to_dict().items() if k not in ("skip_channels", "skip_sizes", "skip_stem")}
         theirs = {k: v for k, v in b.to_dict().items() if k not in ("skip_channels", "skip_sizes", "skip_stem")}
         pairs = set(zip(a.skip_channels, a.skip_sizes, strict=True))
-        return same == theirs and bool(b.skip_channels) and set(zip(b.skip_channels, b.skip_sizes,
-                                                                    strict=True)) <= pairs
+        return same == theirs and self.uses_skips and set(zip(b.skip_channels, b.skip_sizes, strict=True)) <= pairs
 
     @torch.no_grad()
     def adopt(self, other: MirrorDecoder) -> None:
@@ -139,6 +138,14 @@ class MirrorDecoder(nn.Module):
             raise ValueError(f"cannot grow {self.config} from {other.config}")
         mine = self.state_dict()
         theirs = other.state_dict()
+        if not other.uses_skips:  # the skip-free layout: net = inp (3), (upsample, conv, block) per octave, out (3)
+            octaves = len(self.ups)
+            sizes = list(self.fuse)
+            where = {0: "inp.0", 1: "inp.1", 2: "inp.2", 3 + 3 * octaves: "out.0", 5 + 3 * octaves: "out.2"}
+            for j in range(octaves):
+                where[4 + 3 * j] = f"ups.{j}.1"
+                where[5 + 3 * j] = f"fuse.{sizes[j]}"
+            theirs = {f"{where[int(n.split('.')[1])]}.{n.split('.', 2)[2]}": v for n, v in theirs.items()}
         idx = {size: i for i, size in enumerate(self.config.skip_sizes)}
         rename = {f"spe_{part}.{j}.": f"spe_{part}.{idx[size]}."
                   for j, size in enumerate(other.config.skip_sizes) for part in ("pool", "dec")}
