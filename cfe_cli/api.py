@@ -182,6 +182,7 @@ def train_gen(
     disc: str | None = None,
     skips: bool | None = None,
     skip_stem: bool | None = None,
+    csp_rho: tuple[float, float] | None = None,
     command: str = "",
     progress: Progress | None = None,
 ) -> dict[str, Any]:
@@ -210,7 +211,8 @@ def train_gen(
     skip-connection controller (SPE + CSP), fed by the classifier's earlier stages; ``skip_stem``
     (mirror, implies ``skips``): the classifier's full-resolution stem is one of them, so the source's
     fine detail passes through outside the class regions (with ``init`` a decoder trained without
-    it is grown into one with it, computing the same images at the start).
+    it is grown into one with it, computing the same images at the start); ``csp_rho`` (mirror, skip
+    decoders): the CSP mask's thresholds (ρ_l, ρ_u), default (0.1, 0.5) or those of ``init``.
     """
     from cfe_cli.methods.mirror import PRECISIONS, MirrorCFE
     from cfe_cli.training import DISCRIMINATORS, MirrorTrainConfig, train_mirror
@@ -231,9 +233,9 @@ def train_gen(
     if method != "mirror" and (init is not None or lambda_cls is not None or lambda_adv is not None
                                or k_cfe_share is not None
                                or augment is not None or precision is not None or schedule is not None
-                               or disc is not None or skips or skip_stem):
+                               or disc is not None or skips or skip_stem or csp_rho is not None):
         raise InputError("--init, --lambda-cls, --lambda-adv, --k-cfe-share, --augment, --precision, --schedule, "
-                         "--disc, --skips and --skip-stem are options of --method mirror")
+                         "--disc, --skips, --skip-stem and --csp-rho are options of --method mirror")
     if precision is not None and precision not in PRECISIONS:
         raise InputError(f"unknown precision '{precision}'; available: {', '.join(PRECISIONS)}")
     if schedule not in (None, "constant", "cosine"):
@@ -263,7 +265,8 @@ def train_gen(
                             lambda_adv=0.1 if lambda_adv is None else lambda_adv,
                             k_cfe_share=k_cfe_share or 0.0, augment=augment or "none",
                             precision=precision or "fp32", schedule=schedule or "constant",
-                            disc=disc or "patch", skips=bool(skips or skip_stem), skip_stem=bool(skip_stem))
+                            disc=disc or "patch", skips=bool(skips or skip_stem), skip_stem=bool(skip_stem),
+                            csp_rho=None if csp_rho is None else (float(csp_rho[0]), float(csp_rho[1])))
     start_dec, earlier = None, []
     if init is not None:
         from cfe_cli.models.weights import load_decoder

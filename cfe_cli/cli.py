@@ -23,7 +23,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 from rich.table import Table
 
 from cfe_cli import __version__
-from cfe_cli.errors import CfeError, NotImplementedYet
+from cfe_cli.errors import CfeError, InputError, NotImplementedYet
 
 app = typer.Typer(
     name="cfe",
@@ -270,6 +270,9 @@ def train_gen(
     skip_stem: Annotated[bool, typer.Option("--skip-stem", help="mirror: also feed the classifier's "
                                             "full-resolution stem as a skip (implies --skips; with --init a "
                                             "decoder without it is grown into one with it).")] = False,
+    csp_rho: Annotated[str | None, typer.Option("--csp-rho", help="mirror, skip decoders: the CSP mask's thresholds "
+                                                "LOW,HIGH of rho(k) = clip(1 - k, LOW, HIGH) (default 0.1,0.5 or "
+                                                "those of --init).")] = None,
     device: Device = "auto",
     data_dir: DataDir = None,
 ) -> None:
@@ -283,7 +286,7 @@ def train_gen(
                           data_dir=data_dir, seed=seed, max_steps=max_steps, classifier=classifier, weights=weights,
                           out=out, init=init, lambda_cls=lambda_cls, lambda_adv=lambda_adv, k_cfe_share=k_cfe_share,
                           augment=augment, precision=precision, schedule=schedule, disc=disc,
-                          skips=skips, skip_stem=skip_stem, command=command_line(),
+                          skips=skips, skip_stem=skip_stem, csp_rho=_parse_rho(csp_rho), command=command_line(),
                           progress=update)
     if method == "vae":
         console.print(f"[green]VAE[/] -> {r['path']} ({r['seconds']:.0f} s); test reconstruction L1 "
@@ -316,6 +319,19 @@ Alpha = Annotated[float | None, typer.Option("--alpha", help="CECAS: weight of t
 Eps = Annotated[float | None, typer.Option("--eps", help="PGD: ε-ball radius (default 0.3 L∞, 3.0 L2).")]
 Norm = Annotated[str | None, typer.Option("--norm", help="PGD: linf or l2.")]
 Seed = Annotated[int, typer.Option("--seed", help="Random seed (runs repeat exactly).")]
+
+
+def _parse_rho(text: str | None) -> tuple[float, float] | None:
+    """``"0.3,0.8"`` -> (0.3, 0.8), with a one-line error for anything else."""
+    if text is None:
+        return None
+    try:
+        low, high = (float(v) for v in text.split(","))
+    except ValueError:
+        raise InputError(f"--csp-rho takes LOW,HIGH (e.g. 0.3,0.8); got '{text}'") from None
+    if not 0 <= low <= high <= 1:
+        raise InputError(f"--csp-rho needs 0 <= LOW <= HIGH <= 1; got '{text}'")
+    return low, high
 
 
 def _options(steps, lr, lam, p, alpha, eps, norm) -> dict[str, Any]:  # type: ignore[no-untyped-def]

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -209,6 +209,7 @@ class MirrorTrainConfig:
     disc: str = "patch"  # or "class": a class-conditional (projection) PatchGAN, see train_mirror
     skips: bool = False  # the skip-connection controller (SPE + CSP) fed by the classifier's earlier stages
     skip_stem: bool = False  # with skips: the classifier's full-resolution stem is a skip too
+    csp_rho: tuple[float, float] | None = None  # with skips: CSP (rho_low, rho_high); None: init's or (0.1, 0.5)
 
 
 DISCRIMINATORS = ("patch", "class")
@@ -266,6 +267,8 @@ def train_mirror(classifier: torch.nn.Module, train: Dataset, cfg: MirrorTrainCo
     stem = skips and (cfg.skip_stem or bool(getattr(getattr(init, "config", None), "skip_stem", False)))
     if skips and not hasattr(clf, "stages"):
         raise ValueError("a skip decoder needs a classifier with stages(x) (cfe's own GAPClassifier)")
+    if cfg.csp_rho is not None and not skips:
+        raise ValueError("the CSP thresholds (--csp-rho) belong to a skip decoder (--skips)")
     with torch.no_grad():
         x0 = train.images[:2].to(device)
         st0 = clf.stages(x0, stem=stem) if skips else [clf.features(x0)]
@@ -274,6 +277,11 @@ def train_mirror(classifier: torch.nn.Module, train: Dataset, cfg: MirrorTrainCo
                          resolution=train.resolution,
                          skip_channels=tuple(s.shape[1] for s in st0[:-1]),
                          skip_sizes=tuple(s.shape[-1] for s in st0[:-1]), skip_stem=stem)
+    rho = cfg.csp_rho or ((init.config.rho_low, init.config.rho_high) if isinstance(init, MirrorDecoder)
+                          else (dcfg.rho_low, dcfg.rho_high))
+    if not 0 <= rho[0] <= rho[1] <= 1:
+        raise ValueError(f"CSP thresholds need 0 <= rho_low <= rho_high <= 1; got {tuple(rho)}")
+    dcfg = replace(dcfg, rho_low=float(rho[0]), rho_high=float(rho[1]))
     G = MirrorDecoder(dcfg)
     if init is not None:
         if getattr(init, "config", None) == dcfg:
@@ -334,7 +342,8 @@ def train_mirror(classifier: torch.nn.Module, train: Dataset, cfg: MirrorTrainCo
                 if skips:  # the source's skips for both passes, gated by the CSP mask of f_k (x̂: k = 0)
                     sk = [torch.cat([s, s]) for s in st[:-1]]
                     mask = mirror.spatial_prior_mask(torch.cat([f_k, f_s]), W, source.repeat(2), target.repeat(2),
-                                                     torch.cat([k, torch.zeros_like(k)]))
+                                                     torch.cat([k, torch.zeros_like(k)]),
+                                                     rho_low=dcfg.rho_low, rho_high=dcfg.rho_high)
                 q_k = (z_k @ W.T + b).softmax(1)
                 # the class each decoded image should show (conditional D): the head's at z_k, s for x̂
                 y_gen = torch.cat([q_k.argmax(1), source]) if cfg.disc == "class" else None

@@ -107,3 +107,13 @@ def test_compile_is_refused_outside_mirror(tmp_path):
                             "--out", str(tmp_path)])
     lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
     assert r.exit_code == 1 and len(lines) == 1 and "--compile is for --method mirror" in lines[0]
+
+
+def test_bad_csp_thresholds_are_one_line(tmp_path):
+    out = str(tmp_path / "d.safetensors")
+    for args, msg in ((["--skips", "--csp-rho", "0.5"], "--csp-rho takes LOW,HIGH"),
+                      (["--skips", "--csp-rho", "0.8,0.3"], "0 <= LOW <= HIGH <= 1"),
+                      (["--csp-rho", "0.3,0.8"], "belong to a skip decoder")):
+        r = runner.invoke(app, ["train-gen", "--model", "mnist", "--max-steps", "1", "--out", out, *args])
+        lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+        assert r.exit_code == 1 and len(lines) == 1 and msg in lines[0], r.output

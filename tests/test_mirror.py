@@ -274,3 +274,15 @@ def test_stem_skip_decoder_grows_from_a_trained_skip_decoder(tmp_path):
     prep = m.prepare(x[:3])
     assert [tuple(s.shape) for s in prep["skips"]] == [(3, 32, 28, 28), (3, 64, 14, 14)]
     assert m.sweep(prep, 5)["x"].shape == (3, 5, 1, 28, 28)
+    rho = tmp_path / "rho.safetensors"  # other CSP thresholds: recorded in the config, used by explain
+    api.train_gen("mnist", init=out, csp_rho=(0.3, 0.8), epochs=1, batch_size=16, max_steps=1, out=rho,
+                  data_dir=root, device="cpu")
+    dec3, _ = load_decoder(tmp_path, file=rho)
+    assert (dec3.config.rho_low, dec3.config.rho_high) == (0.3, 0.8) and dec3.config.skip_stem
+    m3 = MirrorCFE(clf, dec3)
+    p3 = m3.prepare(x[:3])
+    f_k = mirror.interpolate(p3["f_s"], p3["f_r"], torch.zeros(3))
+    small_mask = mirror.spatial_prior_mask(f_k, m3.weight, p3["source"], p3["target"], torch.zeros(3),
+                                           rho_low=0.3, rho_high=0.8)
+    assert small_mask.mean() < mirror.spatial_prior_mask(f_k, m3.weight, p3["source"], p3["target"],
+                                                         torch.zeros(3)).mean()

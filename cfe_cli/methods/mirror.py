@@ -243,7 +243,9 @@ class MirrorCFE:
         f_k = interpolate(prep["f_s"][rows], prep["f_r"][rows], k)
         if not self.skips:
             return self.decode(f_k)
-        mask = spatial_prior_mask(f_k, self.weight, prep["source"][rows], prep["target"][rows], k)
+        c = self.dec.config
+        mask = spatial_prior_mask(f_k, self.weight, prep["source"][rows], prep["target"][rows], k,
+                                  rho_low=c.rho_low, rho_high=c.rho_high)
         return self.decode(f_k, [s[rows] for s in prep["skips"]], mask)
 
     @property

@@ -31,6 +31,9 @@ class DecoderConfig:
     skip_sizes: tuple[int, ...] = ()
     # the first skip is the classifier's stem (its full-resolution map, ``stages(x, stem=True)``)
     skip_stem: bool = False
+    # CSP thresholds: rho(k) = clip(1 - k, rho_low, rho_high) (spec §5; used only with skips)
+    rho_low: float = 0.1
+    rho_high: float = 0.5
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -122,14 +125,15 @@ class MirrorDecoder(nn.Module):
         """Whether :meth:`adopt` can start this skip decoder from ``other``: the same decoder with
         a subset of its skips (e.g. one trained without the stem skip, or a skip-free one)."""
         a, b = self.config, other.config
-        same = {k: v for k, v in a.to_dict().items() if k not in ("skip_channels", "skip_sizes", "skip_stem")}
-        theirs = {k: v for k, v in b.to_dict().items() if k not in ("skip_channels", "skip_sizes", "skip_stem")}
+        free = ("skip_channels", "skip_sizes", "skip_stem", "rho_low", "rho_high")  # no parameters of their own
+        same = {k: v for k, v in a.to_dict().items() if k not in free}
+        theirs = {k: v for k, v in b.to_dict().items() if k not in free}
         pairs = set(zip(a.skip_channels, a.skip_sizes, strict=True))
         return same == theirs and self.uses_skips and set(zip(b.skip_channels, b.skip_sizes, strict=True)) <= pairs
 
     @torch.no_grad()
     def adopt(self, other: MirrorDecoder) -> None:
-        """Start from ``other``, a trained decoder with a subset of this one's skips, so that
+        """Start from ``other``, a trained decoder with a subset of this one's skips (or other CSP thresholds), so that
         this decoder computes exactly what ``other`` does until training teaches it to use the
         new skips: shared modules are copied (skip modules matched by size), and where a new
         skip joins the decoder path its fusing conv passes the path through unchanged and
