@@ -274,8 +274,10 @@ def train_gen(
         # any decoder whose shapes fit may be the starting point: fine-tuning also adapts a
         # decoder to a fine-tuned version of its classifier (train_mirror checks the shapes)
         start_dec, start_info = load_decoder(Path(init).parent, device=dev, file=Path(init))
-        if getattr(start_dec, "uses_skips", False):  # fine-tuning a skip decoder keeps its skips
-            cfg = replace(cfg, skips=True)
+        if getattr(start_dec, "uses_skips", False):  # fine-tuning a skip decoder keeps its skips (and CSP thresholds)
+            c0 = start_dec.config
+            cfg = replace(cfg, skips=True, skip_stem=cfg.skip_stem or c0.skip_stem,
+                          csp_rho=cfg.csp_rho or (c0.rho_low, c0.rho_high))
         earlier = [{"init": str(init), "init_classifier_sha256": start_info.get("classifier_sha256"),
                     "command": start_info.get("command"), "train": start_info.get("train"),
                     "history": start_info.get("history"), "earlier_training": start_info.get("earlier_training")}]

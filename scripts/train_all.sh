@@ -35,7 +35,16 @@ cfe train-clf --dataset bloodmnist --arch convnet --seed 1 --epochs 15 --oracle 
 cfe train-gen --model bloodmnist --method mirror --skips --disc class --lambda-adv 1 --lambda-cls 2 --k-cfe-share 0.5 \
     --epochs 12 --schedule cosine --precision bf16 --out /tmp/bl_skip.safetensors "${DEV[@]}"
 cfe train-gen --model bloodmnist --method mirror --init /tmp/bl_skip.safetensors --disc class --lambda-adv 2 --lambda-cls 2 \
-    --lr 1e-4 --k-cfe-share 0.5 --seed 1 --epochs 6 --schedule cosine --precision bf16 "${DEV[@]}"
+    --lr 1e-4 --k-cfe-share 0.5 --seed 1 --epochs 6 --schedule cosine --precision bf16 --out /tmp/bl_skip18.safetensors "${DEV[@]}"
+# grown into a decoder that also takes the classifier's 28x28 stem as a skip (same images at the start), then the
+# smaller CSP mask rho = (0.3, 0.8) and a stage with the discriminator's weight at 5
+BC="--disc class --lambda-cls 2 --k-cfe-share 0.5 --schedule cosine --precision bf16"
+cfe train-gen --model bloodmnist --method mirror --init /tmp/bl_skip18.safetensors --skip-stem $BC --lambda-adv 2 \
+    --lr 1e-4 --seed 2 --epochs 6 --out /tmp/bl_stem6.safetensors "${DEV[@]}"
+cfe train-gen --model bloodmnist --method mirror --init /tmp/bl_stem6.safetensors --csp-rho 0.3,0.8 $BC --lambda-adv 2 \
+    --lr 2e-4 --seed 3 --epochs 12 --out /tmp/bl_stem18.safetensors "${DEV[@]}"
+cfe train-gen --model bloodmnist --method mirror --init /tmp/bl_stem18.safetensors $BC --lambda-adv 5 --lr 1e-4 --seed 4 \
+    --epochs 10 "${DEV[@]}"
 cfe train-gen --model bloodmnist --method vae --epochs 10 "${DEV[@]}"
 
 # Fashion-MNIST: 12 epochs, then four fine-tuning stages (91.71 -> 91.89 -> 92.68 -> 92.90 -> 93.15 %); oracle.

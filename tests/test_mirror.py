@@ -279,6 +279,11 @@ def test_stem_skip_decoder_grows_from_a_trained_skip_decoder(tmp_path):
                   data_dir=root, device="cpu")
     dec3, _ = load_decoder(tmp_path, file=rho)
     assert (dec3.config.rho_low, dec3.config.rho_high) == (0.3, 0.8) and dec3.config.skip_stem
+    ft = tmp_path / "ft.safetensors"  # fine-tuning keeps (and records) the stem skip and the thresholds
+    api.train_gen("mnist", init=rho, epochs=1, batch_size=16, max_steps=1, out=ft, data_dir=root, device="cpu")
+    dec4, info4 = load_decoder(tmp_path, file=ft)
+    assert dec4.config == dec3.config and info4["train"]["skip_stem"] is True
+    assert tuple(info4["train"]["csp_rho"]) == (0.3, 0.8)
     m3 = MirrorCFE(clf, dec3)
     p3 = m3.prepare(x[:3])
     f_k = mirror.interpolate(p3["f_s"], p3["f_r"], torch.zeros(3))
