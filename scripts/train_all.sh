@@ -80,7 +80,10 @@ cfe train-gen --model fashion-mnist --method mirror --init $T/fm1.safetensors $F
 cfe train-gen --model fashion-mnist --method mirror --init $T/fm2.safetensors $FC --lambda-cls 2 --lr 1e-4 \
     --k-cfe-share 0.5 --epochs 2 --max-steps 1400 --out $T/fm3.safetensors "${DEV[@]}"
 cfe train-gen --model fashion-mnist --method mirror --init $T/fm3.safetensors $FC --lambda-cls 2 --lr 1e-4 \
-    --k-cfe-share 0.7 --seed 1 --epochs 2 --max-steps 1400 "${DEV[@]}"
+    --k-cfe-share 0.7 --seed 1 --epochs 2 --max-steps 1400 --out $T/fm4.safetensors "${DEV[@]}"
+# then grown into a skip decoder fed by the classifier's 28x28 stem and 14x14 stage, CSP thresholds (0.3, 0.8)
+cfe train-gen --model fashion-mnist --method mirror --init $T/fm4.safetensors --skip-stem --csp-rho 0.3,0.8 $FC \
+    --lambda-cls 2 --lr 2e-4 --k-cfe-share 0.5 --seed 2 --epochs 3 --max-steps 2000 "${DEV[@]}"
 
 # CelebA (64², outside the repository: $CFE_WEIGHTS_DIR or ~/.cache/cfe/weights)
 bash scripts/train_celeba.sh all "${DEV[@]}"
