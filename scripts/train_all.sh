@@ -24,7 +24,11 @@ cfe train-gen --model mnist --method mirror --init ${M}_a.safetensors --disc cla
 cfe train-gen --model mnist --method mirror --init ${M}_b.safetensors --disc class --lambda-adv 5 --lambda-cls 2 \
     --lr 1e-4 --k-cfe-share 0.5 --epochs 8 --schedule cosine --precision bf16 --out ${M}_c.safetensors "${DEV[@]}"
 cfe train-gen --model mnist --method mirror --init ${M}_c.safetensors --disc class --lambda-adv 5 --lambda-cls 2 \
-    --lr 1e-4 --k-cfe-share 0.7 --epochs 8 --schedule cosine --precision bf16 --seed 1 "${DEV[@]}"
+    --lr 1e-4 --k-cfe-share 0.7 --epochs 8 --schedule cosine --precision bf16 --seed 1 --out ${M}_d.safetensors "${DEV[@]}"
+# then grown into a skip decoder fed by the classifier's 28x28 stem and 14x14 stage, CSP thresholds (0.3, 0.8)
+cfe train-gen --model mnist --method mirror --init ${M}_d.safetensors --skip-stem --csp-rho 0.3,0.8 --disc class \
+    --lambda-adv 5 --lambda-cls 2 --lr 2e-4 --k-cfe-share 0.5 --seed 2 --epochs 16 --schedule cosine --precision bf16 \
+    "${DEV[@]}"
 cfe train-gen --model mnist --method vae "${DEV[@]}"
 cfe train-clf --dataset mnist --arch convnet --seed 1 --epochs 10 --oracle --out weights/mnist "${DEV[@]}"
 
