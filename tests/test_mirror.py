@@ -291,3 +291,28 @@ def test_stem_skip_decoder_grows_from_a_trained_skip_decoder(tmp_path):
                                            rho_low=0.3, rho_high=0.8)
     assert small_mask.mean() < mirror.spatial_prior_mask(f_k, m3.weight, p3["source"], p3["target"],
                                                          torch.zeros(3)).mean()
+
+
+def test_stem_skip_decoder_for_the_64px_classifier():
+    """resnet-m (64², CelebA): the stem (32@64²) and both earlier stages (64@32², 128@16²) feed a
+    decoder from the 8×8 map; a grown one decodes what its 16²-and-32²-skip start decoded."""
+    from cfe_cli.models.classifiers import GAPClassifier, make_config
+    from cfe_cli.models.generators import DecoderConfig, MirrorDecoder
+
+    torch.manual_seed(0)
+    clf = GAPClassifier(make_config("resnet-m", in_channels=3, num_classes=2, resolution=64,
+                                    mean=(0.5,) * 3, std=(0.5,) * 3)).eval()
+    x = torch.rand(2, 3, 64, 64)
+    st = clf.stages(x, stem=True)
+    assert [tuple(s.shape[1:]) for s in st] == [(32, 64, 64), (64, 32, 32), (128, 16, 16), (256, 8, 8)]
+    base = dict(feat_channels=256, feat_size=8, out_channels=3, resolution=64)
+    big = MirrorDecoder(DecoderConfig(**base, skip_channels=(32, 64, 128), skip_sizes=(64, 32, 16),
+                                      skip_stem=True)).eval()
+    small = MirrorDecoder(DecoderConfig(**base, skip_channels=(64, 128), skip_sizes=(32, 16))).eval()
+    big.adopt(small)
+    mask = torch.ones(2, 1, 8, 8)
+    mask[..., :4] = 0
+    with torch.no_grad():
+        out = big(st[-1], st[:-1], mask)
+        assert out.shape == (2, 3, 64, 64)
+        torch.testing.assert_close(out, small(st[-1], st[1:-1], mask), atol=1e-6, rtol=0)
