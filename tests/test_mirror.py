@@ -305,7 +305,7 @@ def test_stem_skip_decoder_for_the_64px_classifier():
     x = torch.rand(2, 3, 64, 64)
     st = clf.stages(x, stem=True)
     assert [tuple(s.shape[1:]) for s in st] == [(32, 64, 64), (64, 32, 32), (128, 16, 16), (256, 8, 8)]
-    base = dict(feat_channels=256, feat_size=8, out_channels=3, resolution=64)
+    base = {"feat_channels": 256, "feat_size": 8, "out_channels": 3, "resolution": 64}
     big = MirrorDecoder(DecoderConfig(**base, skip_channels=(32, 64, 128), skip_sizes=(64, 32, 16),
                                       skip_stem=True)).eval()
     small = MirrorDecoder(DecoderConfig(**base, skip_channels=(64, 128), skip_sizes=(32, 16))).eval()
