@@ -242,6 +242,8 @@ def train_gen(
         raise InputError(f"unknown schedule '{schedule}'; available: constant, cosine")
     if disc is not None and disc not in DISCRIMINATORS:
         raise InputError(f"unknown discriminator '{disc}'; available: {', '.join(DISCRIMINATORS)}")
+    if csp_rho is not None and not 0.0 <= csp_rho[0] <= csp_rho[1] <= 1.0:
+        raise InputError(f"--csp-rho needs 0 <= LOW <= HIGH <= 1; got {csp_rho[0]},{csp_rho[1]}")
     if k_cfe_share is not None and not 0.0 <= k_cfe_share <= 1.0:
         raise InputError("--k-cfe-share must be in [0, 1]")
     if augment is not None and augment not in AUGMENTS:

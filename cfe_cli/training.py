@@ -279,8 +279,6 @@ def train_mirror(classifier: torch.nn.Module, train: Dataset, cfg: MirrorTrainCo
                          skip_sizes=tuple(s.shape[-1] for s in st0[:-1]), skip_stem=stem)
     rho = cfg.csp_rho or ((init.config.rho_low, init.config.rho_high) if isinstance(init, MirrorDecoder)
                           else (dcfg.rho_low, dcfg.rho_high))
-    if not 0 <= rho[0] <= rho[1] <= 1:
-        raise ValueError(f"CSP thresholds need 0 <= rho_low <= rho_high <= 1; got {tuple(rho)}")
     dcfg = replace(dcfg, rho_low=float(rho[0]), rho_high=float(rho[1]))
     G = MirrorDecoder(dcfg)
     if init is not None:
