@@ -183,6 +183,8 @@ def train_gen(
     skips: bool | None = None,
     skip_stem: bool | None = None,
     csp_rho: tuple[float, float] | None = None,
+    pairs: str | None = None,
+    pair_share: float | None = None,
     command: str = "",
     progress: Progress | None = None,
 ) -> dict[str, Any]:
@@ -212,7 +214,10 @@ def train_gen(
     (mirror, implies ``skips``): the classifier's full-resolution stem is one of them, so the source's
     fine detail passes through outside the class regions (with ``init`` a decoder trained without
     it is grown into one with it, computing the same images at the start); ``csp_rho`` (mirror, skip
-    decoders): the CSP mask's thresholds (ρ_l, ρ_u), default (0.1, 0.5) or those of ``init``.
+    decoders): the CSP mask's thresholds (ρ_l, ρ_u), default (0.1, 0.5) or those of ``init``;
+    ``pairs`` (mirror): ``"SOURCE:TARGET,..."`` (names or indices, as for evaluate) trained more
+    often: a sample predicted as a listed source takes the pair's target with probability
+    ``pair_share`` (default 0.5) instead of the runner-up / random target.
     """
     from cfe_cli.methods.mirror import PRECISIONS, MirrorCFE
     from cfe_cli.training import DISCRIMINATORS, MirrorTrainConfig, train_mirror
@@ -233,9 +238,11 @@ def train_gen(
     if method != "mirror" and (init is not None or lambda_cls is not None or lambda_adv is not None
                                or k_cfe_share is not None
                                or augment is not None or precision is not None or schedule is not None
-                               or disc is not None or skips or skip_stem or csp_rho is not None):
+                               or disc is not None or skips or skip_stem or csp_rho is not None
+                               or pairs is not None or pair_share is not None):
         raise InputError("--init, --lambda-cls, --lambda-adv, --k-cfe-share, --augment, --precision, --schedule, "
-                         "--disc, --skips, --skip-stem and --csp-rho are options of --method mirror")
+                         "--disc, --skips, --skip-stem, --csp-rho, --pairs and --pair-share are options of "
+                         "--method mirror")
     if precision is not None and precision not in PRECISIONS:
         raise InputError(f"unknown precision '{precision}'; available: {', '.join(PRECISIONS)}")
     if schedule not in (None, "constant", "cosine"):
@@ -246,6 +253,10 @@ def train_gen(
         raise InputError(f"--csp-rho needs 0 <= LOW <= HIGH <= 1; got {csp_rho[0]},{csp_rho[1]}")
     if k_cfe_share is not None and not 0.0 <= k_cfe_share <= 1.0:
         raise InputError("--k-cfe-share must be in [0, 1]")
+    if pair_share is not None and not 0.0 <= pair_share <= 1.0:
+        raise InputError("--pair-share must be in [0, 1]")
+    if pair_share is not None and pairs is None:
+        raise InputError("--pair-share needs --pairs")
     if augment is not None and augment not in AUGMENTS:
         raise InputError(f"unknown augmentation '{augment}'; known: {', '.join(AUGMENTS)}")
     loaded = load_any_classifier(folder, dev, classifier, weights)
@@ -260,9 +271,11 @@ def train_gen(
         return _train_cvae(folder, loaded, dataset, epochs=epochs, batch_size=batch_size, device=dev,
                            data_dir=data_dir, seed=seed, max_steps=max_steps, command=command, progress=progress,
                            out=out)
+    focus = () if pairs is None else tuple(_parse_pairs(pairs, loaded.classes))
     seed_everything(seed)
     train = load_dataset(dataset, "train", root=data_dir, size=loaded.config.resolution)
-    cfg = MirrorTrainConfig(epochs=epochs or 20, batch_size=batch_size or 64, lr=lr or 2e-4, seed=seed,
+    cfg = MirrorTrainConfig(pairs=focus, pair_share=0.5 if pair_share is None else pair_share,
+                            epochs=epochs or 20, batch_size=batch_size or 64, lr=lr or 2e-4, seed=seed,
                             lambda_cls=1.0 if lambda_cls is None else lambda_cls,
                             lambda_adv=0.1 if lambda_adv is None else lambda_adv,
                             k_cfe_share=k_cfe_share or 0.0, augment=augment or "none",

@@ -273,6 +273,11 @@ def train_gen(
     csp_rho: Annotated[str | None, typer.Option("--csp-rho", help="mirror, skip decoders: the CSP mask's thresholds "
                                                 "LOW,HIGH of rho(k) = clip(1 - k, LOW, HIGH) (default 0.1,0.5 or "
                                                 "those of --init).")] = None,
+    pairs: Annotated[str | None, typer.Option("--pairs", help="mirror: SOURCE:TARGET pairs to train more often, "
+                                              "e.g. 8:3,3:8 (class names or indices).")] = None,
+    pair_share: Annotated[float | None, typer.Option("--pair-share", help="mirror, with --pairs: share of a listed "
+                                                     "source's samples that take the pair's target (default "
+                                                     "0.5).")] = None,
     device: Device = "auto",
     data_dir: DataDir = None,
 ) -> None:
@@ -286,7 +291,8 @@ def train_gen(
                           data_dir=data_dir, seed=seed, max_steps=max_steps, classifier=classifier, weights=weights,
                           out=out, init=init, lambda_cls=lambda_cls, lambda_adv=lambda_adv, k_cfe_share=k_cfe_share,
                           augment=augment, precision=precision, schedule=schedule, disc=disc,
-                          skips=skips, skip_stem=skip_stem, csp_rho=_parse_rho(csp_rho), command=command_line(),
+                          skips=skips, skip_stem=skip_stem, csp_rho=_parse_rho(csp_rho), pairs=pairs,
+                          pair_share=pair_share, command=command_line(),
                           progress=update)
     if method == "vae":
         console.print(f"[green]VAE[/] -> {r['path']} ({r['seconds']:.0f} s); test reconstruction L1 "

@@ -210,6 +210,8 @@ class MirrorTrainConfig:
     skips: bool = False  # the skip-connection controller (SPE + CSP) fed by the classifier's earlier stages
     skip_stem: bool = False  # with skips: the classifier's full-resolution stem is a skip too
     csp_rho: tuple[float, float] | None = None  # with skips: CSP (rho_low, rho_high); None: init's or (0.1, 0.5)
+    pairs: tuple[tuple[int, int], ...] = ()  # (source, target) pairs to train more often (e.g. the seeds' pairs)
+    pair_share: float = 0.5  # with pairs: share of samples whose source has a pair that take the pair's target
 
 
 DISCRIMINATORS = ("patch", "class")
@@ -220,6 +222,39 @@ def _class_sampler(labels: torch.Tensor, num_classes: int) -> tuple[torch.Tensor
     counts = torch.bincount(labels, minlength=num_classes)
     offsets = torch.cumsum(counts, 0) - counts
     return order, counts, offsets
+
+
+def pair_table(pairs: tuple[tuple[int, int], ...], num_classes: int) -> torch.Tensor:
+    """``(K, K)`` float table with 1 at [s, t] for each listed training pair s -> t."""
+    focus = torch.zeros(num_classes, num_classes)
+    for s, t in pairs:
+        if not (0 <= s < num_classes and 0 <= t < num_classes) or s == t:
+            raise ValueError(f"training pair {s}->{t} is not a pair of two different classes of {num_classes}")
+        focus[s, t] = 1.0
+    return focus
+
+
+def draw_targets(logits: torch.Tensor, gen: torch.Generator, runner_up_share: float,
+                 focus: torch.Tensor | None = None, pair_share: float = 0.0) -> torch.Tensor:
+    """Training targets ``(B,)`` for logits ``(B, K)``: the runner-up with probability
+    ``runner_up_share``, else a uniform class other than the prediction; with a pair table
+    ``focus`` (:func:`pair_table`), a sample predicted as a listed source takes one of its listed
+    targets (uniformly) with probability ``pair_share``. Random draws come from ``gen`` (CPU)."""
+    B, K = logits.shape
+    device = logits.device
+    source = logits.argmax(1)
+    runner_up = logits.topk(2, dim=1).indices[:, 1]
+    other = (source + 1 + torch.randint(0, K - 1, (B,), generator=gen).to(device)) % K
+    use_ru = (torch.rand(B, generator=gen) < runner_up_share).to(device)
+    target = torch.where(use_ru, runner_up, other)
+    if focus is None:
+        return target
+    src = source.cpu()
+    has = focus.sum(1) > 0
+    w = focus[src] + (~has[src]).float()[:, None]  # rows without a pair: any class (not used)
+    pick = torch.multinomial(w, 1, generator=gen).squeeze(1)
+    use_pair = has[src] & (torch.rand(B, generator=gen) < pair_share)
+    return torch.where(use_pair.to(device), pick.to(device), target)
 
 
 def triangulation_loss(x_s: torch.Tensor, x_k: torch.Tensor, x_ref: torch.Tensor, z_s: torch.Tensor,
@@ -242,7 +277,9 @@ def train_mirror(classifier: torch.nn.Module, train: Dataset, cfg: MirrorTrainCo
     """Train the Mirror-CFE decoder G (and a PatchGAN discriminator) against a frozen classifier.
 
     Per batch: source s = the classifier's prediction; target t = the runner-up (with
-    probability ``runner_up_share``) or a uniform other class; k ~ U[0, 1] per sample;
+    probability ``runner_up_share``) or a uniform other class; with ``pairs``, a sample whose s
+    is the source of a listed pair takes that pair's target instead (one of them, uniformly, if
+    several) with probability ``pair_share``; k ~ U[0, 1] per sample;
     f_k on the refined reflection path; x_k = G(f_k), x̂ = G(f_s). Losses (spec §6):
     L_cls = KL(q(z_k) ‖ q(F(x_k))), L_adv (non-saturating GAN on x_k and x̂),
     L_rec = |x − x̂|₁, L_fea = ‖z_k − GAP(F(x_k))‖₂, L_tri (CFE branch: a real image of
@@ -300,6 +337,7 @@ def train_mirror(classifier: torch.nn.Module, train: Dataset, cfg: MirrorTrainCo
                          enabled=cfg.precision == "bf16")
     W, b = clf.head.weight, clf.head.bias
     K = W.shape[0]
+    focus = pair_table(cfg.pairs, K)
     order, counts, offsets = _class_sampler(train.labels, K)
     n = len(train)
     steps_per_epoch = n // cfg.batch_size
@@ -328,10 +366,7 @@ def train_mirror(classifier: torch.nn.Module, train: Dataset, cfg: MirrorTrainCo
                 z_s = f_s.mean(dim=(2, 3))
                 logits = z_s @ W.T + b
                 source = logits.argmax(1)
-                runner_up = logits.topk(2, dim=1).indices[:, 1]
-                other = (source + 1 + torch.randint(0, K - 1, (B,), generator=gen).to(device)) % K
-                use_ru = (torch.rand(B, generator=gen) < cfg.runner_up_share).to(device)
-                target = torch.where(use_ru, runner_up, other)
+                target = draw_targets(logits, gen, cfg.runner_up_share, focus if cfg.pairs else None, cfg.pair_share)
                 f_r = mirror.mirror_features(f_s, W, b, source, target, refine=cfg.refine)
                 k = torch.rand(B, generator=gen)
                 k = torch.where(torch.rand(B, generator=gen) < cfg.k_cfe_share, 0.5 + 0.5 * k, k).to(device)

@@ -316,3 +316,42 @@ def test_stem_skip_decoder_for_the_64px_classifier():
         out = big(st[-1], st[:-1], mask)
         assert out.shape == (2, 3, 64, 64)
         torch.testing.assert_close(out, small(st[-1], st[1:-1], mask), atol=1e-6, rtol=0)
+
+
+def test_training_pairs_take_their_targets(tmp_path):
+    """--pairs: samples the MNIST classifier predicts as a listed source train towards the pair's
+    target at the pair share (all at share 1); the others keep the runner-up / random targets, drawn
+    exactly as without pairs; the pairs are recorded in the decoder's metadata."""
+    from cfe_cli import api
+    from cfe_cli.data import load_dataset
+    from cfe_cli.errors import InputError
+    from cfe_cli.models.weights import load_decoder
+    from cfe_cli.training import draw_targets, pair_table
+
+    root = need("mnist")
+    clf = api.load_model("mnist").model
+    with torch.no_grad():
+        logits = clf(load_dataset("mnist", "test", root=root).images[:400])
+    src = logits.argmax(1)
+    table = pair_table(((3, 8), (8, 3), (4, 9), (4, 1)), 10)
+    plain = draw_targets(logits, torch.Generator().manual_seed(0), 0.5)
+    assert (plain != src).all()
+    t = draw_targets(logits, torch.Generator().manual_seed(0), 0.5, table, 1.0)
+    assert (t[src == 3] == 8).all() and (t[src == 8] == 3).all()
+    assert set(t[src == 4].tolist()) == {1, 9}  # both of 4's targets are drawn
+    rest = ~((src == 3) | (src == 8) | (src == 4))
+    assert torch.equal(t[rest], plain[rest])
+    half = draw_targets(logits, torch.Generator().manual_seed(0), 0.5, table, 0.5)
+    share = float((half[src == 3] == 8).float().mean())  # 0.5 + 0.5 * P(runner-up or random draw is 8)
+    assert 0.4 < share < 0.85, share
+    with pytest.raises(ValueError):
+        pair_table(((3, 3),), 10)
+    out = tmp_path / "pairs.safetensors"
+    api.train_gen("mnist", epochs=1, batch_size=16, max_steps=2, out=out, data_dir=root, device="cpu",
+                  pairs="3:8,8:3", pair_share=0.75)
+    _, info = load_decoder(tmp_path, file=out)
+    assert [tuple(p) for p in info["train"]["pairs"]] == [(3, 8), (8, 3)] and info["train"]["pair_share"] == 0.75
+    with pytest.raises(InputError, match="pair-share"):
+        api.train_gen("mnist", pair_share=2.0, pairs="3:8", out=out, data_dir=root, device="cpu")
+    with pytest.raises(InputError, match="same class"):
+        api.train_gen("mnist", pairs="3:3", out=out, data_dir=root, device="cpu")
