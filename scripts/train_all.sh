@@ -28,6 +28,10 @@ cfe train-gen --model mnist --method mirror --init ${M}_c.safetensors --disc cla
 # then grown into a skip decoder fed by the classifier's 28x28 stem and 14x14 stage, CSP thresholds (0.3, 0.8)
 cfe train-gen --model mnist --method mirror --init ${M}_d.safetensors --skip-stem --csp-rho 0.3,0.8 --disc class \
     --lambda-adv 5 --lambda-cls 2 --lr 2e-4 --k-cfe-share 0.5 --seed 2 --epochs 16 --schedule cosine --precision bf16 \
+    --out ${M}_stem.safetensors "${DEV[@]}"
+# then 12 epochs with the seeds' pairs trained more often (half of a listed source's samples take the pair's target)
+cfe train-gen --model mnist --method mirror --init ${M}_stem.safetensors --disc class --lambda-adv 5 --lambda-cls 2 \
+    --lr 2e-4 --k-cfe-share 0.5 --epochs 12 --schedule cosine --precision bf16 --pairs 8:3,3:8,9:4,4:9,6:5,5:6 \
     "${DEV[@]}"
 cfe train-gen --model mnist --method vae "${DEV[@]}"
 cfe train-clf --dataset mnist --arch convnet --seed 1 --epochs 10 --oracle --out weights/mnist "${DEV[@]}"
