@@ -91,7 +91,11 @@ cfe train-gen --model fashion-mnist --method mirror --init $T/fm3.safetensors $F
     --k-cfe-share 0.7 --seed 1 --epochs 2 --max-steps 1400 --out $T/fm4.safetensors "${DEV[@]}"
 # then grown into a skip decoder fed by the classifier's 28x28 stem and 14x14 stage, CSP thresholds (0.3, 0.8)
 cfe train-gen --model fashion-mnist --method mirror --init $T/fm4.safetensors --skip-stem --csp-rho 0.3,0.8 $FC \
-    --lambda-cls 2 --lr 2e-4 --k-cfe-share 0.5 --seed 2 --epochs 3 --max-steps 2000 "${DEV[@]}"
+    --lambda-cls 2 --lr 2e-4 --k-cfe-share 0.5 --seed 2 --epochs 3 --max-steps 2000 --out $T/fm_stem.safetensors "${DEV[@]}"
+# then 1,500 steps with the seeds' six directions trained more often
+cfe train-gen --model fashion-mnist --method mirror --init $T/fm_stem.safetensors $FC --lambda-cls 2 --lr 2e-4 \
+    --k-cfe-share 0.5 --max-steps 1500 \
+    --pairs "T-shirt:Pullover,Pullover:T-shirt,Coat:Shirt,Shirt:Coat,Sneaker:Ankle boot,Ankle boot:Sneaker" "${DEV[@]}"
 
 # CelebA (64², outside the repository: $CFE_WEIGHTS_DIR or ~/.cache/cfe/weights)
 bash scripts/train_celeba.sh all "${DEV[@]}"
