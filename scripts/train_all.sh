@@ -52,7 +52,10 @@ cfe train-gen --model bloodmnist --method mirror --init /tmp/bl_skip18.safetenso
 cfe train-gen --model bloodmnist --method mirror --init /tmp/bl_stem6.safetensors --csp-rho 0.3,0.8 $BC --lambda-adv 2 \
     --lr 2e-4 --seed 3 --epochs 12 --out /tmp/bl_stem18.safetensors "${DEV[@]}"
 cfe train-gen --model bloodmnist --method mirror --init /tmp/bl_stem18.safetensors $BC --lambda-adv 5 --lr 1e-4 --seed 4 \
-    --epochs 10 "${DEV[@]}"
+    --epochs 10 --out /tmp/bl_stem28.safetensors "${DEV[@]}"
+# then 6 epochs with the seeds' pair trained more often
+cfe train-gen --model bloodmnist --method mirror --init /tmp/bl_stem28.safetensors $BC --lambda-adv 5 --lr 1e-4 --seed 5 \
+    --epochs 6 --pairs lymphocyte:erythroblast,erythroblast:lymphocyte "${DEV[@]}"
 cfe train-gen --model bloodmnist --method vae --epochs 10 "${DEV[@]}"
 
 # Fashion-MNIST: 12 epochs, then four fine-tuning stages (91.71 -> 91.89 -> 92.68 -> 92.90 -> 93.15 %); oracle.
