@@ -391,7 +391,7 @@ def load_image(
         img = img.convert("RGB")
     if size is not None and img.size != (size, size):
         img = center_crop_resize(img, size)
-    arr = np.asarray(img)
+    arr = np.array(img)  # a writable copy (np.asarray of a PIL image is read-only)
     if arr.ndim == 2:
         arr = arr[None]  # (1, H, W)
     else:
