@@ -185,6 +185,8 @@ def train_gen(
     csp_rho: tuple[float, float] | None = None,
     pairs: str | None = None,
     pair_share: float | None = None,
+    lr_d: float | None = None,
+    disc_rec: bool | None = None,
     command: str = "",
     progress: Progress | None = None,
 ) -> dict[str, Any]:
@@ -217,7 +219,9 @@ def train_gen(
     decoders): the CSP mask's thresholds (ρ_l, ρ_u), default (0.1, 0.5) or those of ``init``;
     ``pairs`` (mirror): ``"SOURCE:TARGET,..."`` (names or indices, as for evaluate) trained more
     often: a sample predicted as a listed source takes the pair's target with probability
-    ``pair_share`` (default 0.5) instead of the runner-up / random target.
+    ``pair_share`` (default 0.5) instead of the runner-up / random target; ``lr_d`` (mirror): the
+    discriminator's learning rate (default ``lr``); ``disc_rec`` (mirror, default True): the
+    discriminator also scores the reconstructions as fakes (False: only the decoded path x_k).
     """
     from cfe_cli.methods.mirror import PRECISIONS, MirrorCFE
     from cfe_cli.training import DISCRIMINATORS, MirrorTrainConfig, train_mirror
@@ -239,10 +243,13 @@ def train_gen(
                                or k_cfe_share is not None
                                or augment is not None or precision is not None or schedule is not None
                                or disc is not None or skips or skip_stem or csp_rho is not None
-                               or pairs is not None or pair_share is not None):
+                               or pairs is not None or pair_share is not None or lr_d is not None
+                               or disc_rec is not None):
         raise InputError("--init, --lambda-cls, --lambda-adv, --k-cfe-share, --augment, --precision, --schedule, "
-                         "--disc, --skips, --skip-stem, --csp-rho, --pairs and --pair-share are options of "
-                         "--method mirror")
+                         "--disc, --skips, --skip-stem, --csp-rho, --pairs, --pair-share, --lr-d and "
+                         "--disc-rec are options of --method mirror")
+    if lr_d is not None and not lr_d > 0:
+        raise InputError("--lr-d must be positive")
     if precision is not None and precision not in PRECISIONS:
         raise InputError(f"unknown precision '{precision}'; available: {', '.join(PRECISIONS)}")
     if schedule not in (None, "constant", "cosine"):
@@ -281,7 +288,8 @@ def train_gen(
                             k_cfe_share=k_cfe_share or 0.0, augment=augment or "none",
                             precision=precision or "fp32", schedule=schedule or "constant",
                             disc=disc or "patch", skips=bool(skips or skip_stem), skip_stem=bool(skip_stem),
-                            csp_rho=None if csp_rho is None else (float(csp_rho[0]), float(csp_rho[1])))
+                            csp_rho=None if csp_rho is None else (float(csp_rho[0]), float(csp_rho[1])),
+                            lr_d=lr_d, disc_rec=True if disc_rec is None else disc_rec)
     start_dec, earlier = None, []
     if init is not None:
         from cfe_cli.models.weights import load_decoder
@@ -1056,6 +1064,8 @@ def evaluate(
 
         if identity.available():
             faces = identity.FaceIdentity()
+    ref_data = _reference_split(dataset, split, data_dir, ex0.clf.config.resolution) if feats is not None else None
+    references: list[dict[str, Any]] = []
     rows: list[dict[str, Any]] = []
     total = len(pair_list) * len(methods)
     done = 0
@@ -1070,6 +1080,7 @@ def evaluate(
             from cfe_cli import features
 
             real_feat = features.embed(real_t, feats)
+            references.append(_realism_references(classes[s], classes[t], feats, x_all, real_feat, ref_data, t))
         real_incep = None
         if inception is not None:
             from cfe_cli import fid
@@ -1167,6 +1178,10 @@ def evaluate(
                                        "between counterfactuals and real test images of the target class; not "
                                        "comparable to published FID (Inception-v3)",
                      "dfd_effnetlite0": "unlearned deep-feature distance on EfficientNet-Lite0 stages; not LPIPS",
+                     "references": "the scale of fd_effnetlite0 per pair, against the same real target images: "
+                                   "fd_inputs = the unchanged inputs (a counterfactual that changed nothing), "
+                                   "fd_real = as many other real target images from another split (what a "
+                                   "perfect generator would score at this set size)",
                      "fid": "FID: Frechet distance of Inception-v3 (2015-12-05, the user's sha256-checked "
                             "file) pool features between counterfactuals and real test images of the target "
                             "class; small sets bias it upwards, compare equal set sizes only",
@@ -1176,7 +1191,7 @@ def evaluate(
                                  "same-person distance) of its source's (faces only, cfe[faces])",
                      "identity_distance_dlib": "mean dlib descriptor distance between source and counterfactual",
                      "steps": "engine steps to the threshold (optimisation methods) or decoder passes (mirror)"},
-           "rows": rows, "overall": overall, "machine": f"{platform.machine()} {torch.get_num_threads()} threads"}
+           "rows": rows, "overall": overall, "references": references, "machine": f"{platform.machine()} {torch.get_num_threads()} threads"}
     if global_rows:
         _write_json(out_dir / "global_attributions.json",
                     {"command": command, "model": str(ex0.folder), "dataset": dataset, "split": split,
@@ -1222,6 +1237,34 @@ def _summarise(method: str, s: str, t: str, scored: dict[str, list[torch.Tensor]
     row["seconds_per_cf"] = round(gen_seconds / max(n, 1), 6)
     row["cf_per_second"] = round(n / max(gen_seconds, 1e-9), 2)
     return row
+
+
+def _reference_split(dataset: str, split: str, data_dir: str | os.PathLike[str] | None,
+                     size: int) -> Any:
+    """Another split of the dataset (train, or test when evaluating train) for the real-image FD floor."""
+    other = "test" if split == "train" else "train"
+    try:
+        return load_dataset(dataset, other, root=data_dir, size=size)
+    except (InputError, OSError, ValueError):
+        return None
+
+
+def _realism_references(s: str, t: str, feats: Any, x_all: torch.Tensor, real_feat: torch.Tensor,
+                        ref_data: Any, t_index: int) -> dict[str, Any]:
+    """FD of the unchanged inputs and of other real class-t images against the pair's real set."""
+    from cfe_cli import features
+    from cfe_cli import metrics as M
+
+    ref: dict[str, Any] = {"pair": f"{s}:{t}", "n": len(x_all),
+                           "fd_inputs_effnetlite0": round(M.frechet_distance(features.embed(x_all, feats),
+                                                                             real_feat), 4),
+                           "fd_real_effnetlite0": None, "n_real": 0}
+    if ref_data is not None:
+        other = ref_data.images[ref_data.labels == t_index][:len(x_all)]
+        if len(other) >= 2:
+            ref["fd_real_effnetlite0"] = round(M.frechet_distance(features.embed(other, feats), real_feat), 4)
+            ref["n_real"] = len(other)
+    return ref
 
 
 def _realism(row: dict[str, Any], feats: Any, x: torch.Tensor, x_cf: torch.Tensor, real_feat: torch.Tensor) -> None:

@@ -278,6 +278,10 @@ def train_gen(
     pair_share: Annotated[float | None, typer.Option("--pair-share", help="mirror, with --pairs: share of a listed "
                                                      "source's samples that take the pair's target (default "
                                                      "0.5).")] = None,
+    lr_d: Annotated[float | None, typer.Option("--lr-d", help="mirror: the discriminator's learning rate (default: "
+                                               "--lr; larger gives two time-scale updates).")] = None,
+    disc_rec: Annotated[bool | None, typer.Option("--disc-rec/--no-disc-rec", help="mirror: the discriminator "
+                                                  "also scores the reconstructions as fakes (default on).")] = None,
     device: Device = "auto",
     data_dir: DataDir = None,
 ) -> None:
@@ -292,7 +296,7 @@ def train_gen(
                           out=out, init=init, lambda_cls=lambda_cls, lambda_adv=lambda_adv, k_cfe_share=k_cfe_share,
                           augment=augment, precision=precision, schedule=schedule, disc=disc,
                           skips=skips, skip_stem=skip_stem, csp_rho=_parse_rho(csp_rho), pairs=pairs,
-                          pair_share=pair_share, command=command_line(),
+                          pair_share=pair_share, lr_d=lr_d, disc_rec=disc_rec, command=command_line(),
                           progress=update)
     if method == "vae":
         console.print(f"[green]VAE[/] -> {r['path']} ({r['seconds']:.0f} s); test reconstruction L1 "
@@ -530,6 +534,10 @@ def evaluate(
     for r in doc["rows"] + doc["overall"]:
         t.add_row(r["method"], r["pair"], *[("-" if r.get(k) is None else fmt.format(r[k])) for k, _, fmt in cols])
     console.print(t)
+    for r in doc.get("references", []):
+        real = "-" if r["fd_real_effnetlite0"] is None else f"{r['fd_real_effnetlite0']:.2f} (n={r['n_real']})"
+        console.print(f"FD-eff¹ scale {r['pair']}: unchanged inputs {r['fd_inputs_effnetlite0']:.2f}, "
+                      f"other real {r['pair'].split(':', 1)[1]} images {real}")
     for g in doc["global_rankings"]:
         top = ", ".join(f"{r['name']} {r['score']:+.3f}" for r in g["ranking"][:5])
         console.print(f"global attribution {g['method']} {g['pair']} (n={g['n']}): {top} -> {g['chart']}")

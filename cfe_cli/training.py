@@ -212,6 +212,8 @@ class MirrorTrainConfig:
     csp_rho: tuple[float, float] | None = None  # with skips: CSP (rho_low, rho_high); None: init's or (0.1, 0.5)
     pairs: tuple[tuple[int, int], ...] = ()  # (source, target) pairs to train more often (e.g. the seeds' pairs)
     pair_share: float = 0.5  # with pairs: share of samples whose source has a pair that take the pair's target
+    lr_d: float | None = None  # the discriminator's learning rate (None: lr; larger: two time-scale updates)
+    disc_rec: bool = True  # the discriminator also scores the reconstructions x̂ (k = 0) as fakes
 
 
 DISCRIMINATORS = ("patch", "class")
@@ -332,7 +334,7 @@ def train_mirror(classifier: torch.nn.Module, train: Dataset, cfg: MirrorTrainCo
     D = PatchDiscriminator(train.channels, train.resolution,
                            num_classes=clf.head.weight.shape[0] if cfg.disc == "class" else 0).to(device).train()
     opt_g = torch.optim.Adam(G.parameters(), lr=cfg.lr, betas=(0.5, 0.999))
-    opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr, betas=(0.5, 0.999))
+    opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr if cfg.lr_d is None else cfg.lr_d, betas=(0.5, 0.999))
     amp = torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16,
                          enabled=cfg.precision == "bf16")
     W, b = clf.head.weight, clf.head.bias
@@ -390,7 +392,7 @@ def train_mirror(classifier: torch.nn.Module, train: Dataset, cfg: MirrorTrainCo
                 out = (G(torch.cat([f_k, f_s]), sk, mask) if skips else G(torch.cat([f_k, f_s]))).float()
                 x_k, x_rec = out[:B], out[B:]
                 f_hat = clf.features(x_k).float()
-                d_fake = D(out, y_gen).float()
+                d_fake = (D(out, y_gen) if cfg.disc_rec else D(x_k, None if y_gen is None else y_gen[:B])).float()
             z_hat = f_hat.mean(dim=(2, 3))
             log_p = F.log_softmax(z_hat @ W.T + b, dim=1)
             l_cls = F.kl_div(log_p, q_k, reduction="batchmean")
@@ -403,9 +405,10 @@ def train_mirror(classifier: torch.nn.Module, train: Dataset, cfg: MirrorTrainCo
             opt_g.zero_grad(set_to_none=True)
             loss.backward()
             opt_g.step()
-            # discriminator: real x vs decoded x_k and reconstructions
+            # discriminator: real x vs decoded x_k (and the reconstructions unless disc_rec is off)
+            fakes, y_fake = (out, y_gen) if cfg.disc_rec else (x_k, None if y_gen is None else y_gen[:B])
             with amp:
-                d_real, d_gen = D(x, y_real).float(), D(out.detach(), y_gen).float()
+                d_real, d_gen = D(x, y_real).float(), D(fakes.detach(), y_fake).float()
             d_loss = F.softplus(-d_real).mean() + F.softplus(d_gen).mean()
             opt_d.zero_grad(set_to_none=True)
             d_loss.backward()

@@ -430,6 +430,23 @@ def test_fd_effnetlite0_separates_noisy_mnist():
     assert kernel_distance(fa, fb, subsets=5, subset_size=64)[0] < kernel_distance(fa, fn, subsets=5, subset_size=64)[0]
 
 
+@needs_effnet
+def test_evaluate_reports_the_fd_scale_of_each_pair(tmp_path):
+    """evaluate writes, per pair, the FD of the unchanged inputs and of other real target images."""
+    import json
+
+    from cfe_cli import api
+    from tests.conftest import need
+
+    root = need("mnist")
+    doc = api.evaluate("mnist", methods=["mirror"], pairs="8:3", n=16, out=tmp_path, data_dir=root, device="cpu")
+    (ref,) = json.loads((tmp_path / "metrics.json").read_text())["references"]
+    assert ref["pair"] == "8:3" and ref["n"] == 16 and ref["n_real"] == 16
+    # other real 3s (train split) sit far closer to the test 3s than unchanged 8s do
+    assert 0 < ref["fd_real_effnetlite0"] < 0.6 * ref["fd_inputs_effnetlite0"]
+    assert doc["references"] == [ref]
+
+
 # ---------------------------------------------------------------------------------------------
 # optional dlib face identity (cfe[faces])
 

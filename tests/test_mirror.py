@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -360,3 +362,22 @@ def test_training_pairs_take_their_targets(tmp_path):
         api.train_gen("mnist", pair_share=2.0, pairs="3:8", out=out, data_dir=root, device="cpu")
     with pytest.raises(InputError, match="same class"):
         api.train_gen("mnist", pairs="3:3", out=out, data_dir=root, device="cpu")
+
+
+def test_discriminator_options_are_recorded_and_checked(tmp_path):
+    """--lr-d and --no-disc-rec train (two steps here) and are recorded; bad values are one-line errors."""
+    from cfe_cli import api
+    from cfe_cli.errors import InputError
+    from cfe_cli.models.weights import load_decoder
+
+    root = need("mnist")
+    out = tmp_path / "d.safetensors"
+    r = api.train_gen("mnist", epochs=1, batch_size=16, max_steps=2, out=out, data_dir=root, device="cpu",
+                      disc="class", lr_d=8e-4, disc_rec=False)
+    _, info = load_decoder(tmp_path, file=out)
+    assert info["train"]["lr_d"] == 8e-4 and info["train"]["disc_rec"] is False
+    assert all(math.isfinite(v) for v in r["history"][-1].values())
+    with pytest.raises(InputError, match="lr-d"):
+        api.train_gen("mnist", lr_d=0.0, out=out, data_dir=root, device="cpu")
+    with pytest.raises(InputError, match="method mirror"):
+        api.train_gen("mnist", method="vae", disc_rec=False, data_dir=root, device="cpu")
