@@ -1191,7 +1191,8 @@ def evaluate(
                                  "same-person distance) of its source's (faces only, cfe[faces])",
                      "identity_distance_dlib": "mean dlib descriptor distance between source and counterfactual",
                      "steps": "engine steps to the threshold (optimisation methods) or decoder passes (mirror)"},
-           "rows": rows, "overall": overall, "references": references, "machine": f"{platform.machine()} {torch.get_num_threads()} threads"}
+           "rows": rows, "overall": overall, "references": references,
+           "machine": f"{platform.machine()} {torch.get_num_threads()} threads"}
     if global_rows:
         _write_json(out_dir / "global_attributions.json",
                     {"command": command, "model": str(ex0.folder), "dataset": dataset, "split": split,

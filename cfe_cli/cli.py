@@ -131,16 +131,20 @@ def main_callback(
 @app.command("train-clf")
 @handle_errors
 def train_clf(
-    dataset: Annotated[str, typer.Option("--dataset", help="mnist, fashion-mnist, bloodmnist, celeba:ATTR, folder:PATH")],
+    dataset: Annotated[str, typer.Option("--dataset", help="mnist, fashion-mnist, bloodmnist, celeba:ATTR, "
+                                         "folder:PATH")],
     out: Annotated[Path, typer.Option("--out", help="Model folder to write classifier.safetensors into.")],
-    arch: Annotated[str | None, typer.Option("--arch", help="resnet-s (28²), resnet-m (64²), resnet-l (128²), convnet.")] = None,
+    arch: Annotated[str | None, typer.Option("--arch", help="resnet-s (28²), resnet-m (64²), resnet-l (128²), "
+                                             "convnet.")] = None,
     epochs: Annotated[int | None, typer.Option("--epochs", help="Epochs (default per dataset).")] = None,
     batch_size: Annotated[int, typer.Option("--batch-size")] = 128,
     lr: Annotated[float, typer.Option("--lr", help="Peak learning rate (one-cycle AdamW).")] = 3e-3,
     size: Annotated[int | None, typer.Option("--size", help="Resolution for CelebA (64 or 128) and folders.")] = None,
     seed: Annotated[int, typer.Option("--seed")] = 0,
-    oracle: Annotated[bool, typer.Option("--oracle", help="Write oracle.safetensors (independent classifier).")] = False,
-    init: Annotated[Path | None, typer.Option("--init", help="Fine-tune: start from this classifier.safetensors.")] = None,
+    oracle: Annotated[bool, typer.Option("--oracle", help="Write oracle.safetensors (independent "
+                                         "classifier).")] = False,
+    init: Annotated[Path | None, typer.Option("--init", help="Fine-tune: start from this "
+                                              "classifier.safetensors.")] = None,
     augment: Annotated[str | None, typer.Option(
         "--augment", help="none, shift, shift-flip, translate-flip, translate-flip-erase, flip-rot, face "
                           "(default per dataset).")] = None,
@@ -243,7 +247,8 @@ def train_gen(
     epochs: Annotated[int | None, typer.Option("--epochs", help="Epochs (default 20).")] = None,
     batch_size: Annotated[int | None, typer.Option("--batch-size", help="Default 64 (mirror), 128 (vae).")] = None,
     lr: Annotated[float | None, typer.Option("--lr", help="Default 2e-4 (mirror), 1e-3 (vae).")] = None,
-    max_steps: Annotated[int | None, typer.Option("--max-steps", help="Stop after this many steps (quick runs).")] = None,
+    max_steps: Annotated[int | None, typer.Option("--max-steps", help="Stop after this many steps "
+                                                  "(quick runs).")] = None,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     classifier: UserClf = None,
     weights: UserWeights = None,
@@ -370,7 +375,8 @@ def _report(r: dict[str, Any], what: str) -> None:
                      else conf(rec.get("reconstruction_pred"), rec.get("reconstruction_conf")))
             t.add_row(rec["name"], conf(rec["source_pred"], rec["source_conf"]), rec["target"], k,
                       conf(rec["cf_pred"], rec["cf_conf"]), third,
-                      "[green]yes[/]" if rec["valid"] else "[red]no[/]", "-" if rec["l1"] is None else f"{rec['l1']:.3f}")
+                      "[green]yes[/]" if rec["valid"] else "[red]no[/]",
+                      "-" if rec["l1"] is None else f"{rec['l1']:.3f}")
         if len(r["results"]) > 50:
             t.caption = f"first 50 of {len(r['results'])} rows; all in metrics.json"
         console.print(t)
@@ -478,13 +484,15 @@ def animate(
 def evaluate(
     model: Model,
     pairs: Annotated[str, typer.Option("--pairs", help="Comma-separated SOURCE:TARGET pairs, e.g. 8:3,3:8.")],
-    method: Annotated[str, typer.Option("--method", help="One or more methods, comma-separated: mirror,attack,pgd.")] = "mirror",
+    method: Annotated[str, typer.Option("--method", help="One or more methods, comma-separated: "
+                                        "mirror,attack,pgd.")] = "mirror",
     n: Annotated[int, typer.Option("--n", help="Images per pair (predicted as the source).")] = 1000,
     split: Annotated[str, typer.Option("--split")] = "test",
     out: Out = Path("out"),
     save_images: Annotated[bool, typer.Option("--save-images", help="Also write every counterfactual PNG.")] = False,
     batch_size: Batch = 256,
-    realism: Annotated[bool, typer.Option("--realism/--no-realism", help="EfficientNet-Lite0 FD/KD/DFD (cfe[metrics]).")] = True,
+    realism: Annotated[bool, typer.Option("--realism/--no-realism", help="EfficientNet-Lite0 FD/KD/DFD "
+                                          "(cfe[metrics]).")] = True,
     threshold: Threshold = 0.75,
     steps: Steps = None,
     lr: Lr = None,
@@ -494,16 +502,19 @@ def evaluate(
     eps: Eps = None,
     norm: Norm = None,
     seed: Seed = 0,
-    global_attr: Annotated[bool, typer.Option("--global", help="Latent methods: global attribution ranking + chart.")] = False,
+    global_attr: Annotated[bool, typer.Option("--global", help="Latent methods: global attribution ranking "
+                                              "+ chart.")] = False,
     classifier: UserClf = None,
     weights: UserWeights = None,
     decoder: UserDecoder = None,
     precision: Precision = "fp32",
     compile_: Compile = False,
     fid_weights: Annotated[Path | None, typer.Option(
-        "--fid-weights", help="inception-2015-12-05.pt (TorchScript Inception-v3, sha256-checked): adds real FID.")] = None,
+        "--fid-weights", help="inception-2015-12-05.pt (TorchScript Inception-v3, sha256-checked): adds "
+                              "real FID.")] = None,
     lpips_weights: Annotated[Path | None, typer.Option(
-        "--lpips-weights", help="alexnet-owt-7be5be79.pth (torchvision AlexNet, sha256-checked): adds real LPIPS.")] = None,
+        "--lpips-weights", help="alexnet-owt-7be5be79.pth (torchvision AlexNet, sha256-checked): adds "
+                                "real LPIPS.")] = None,
     device: Device = "auto",
     data_dir: DataDir = None,
 ) -> None:
@@ -521,7 +532,8 @@ def evaluate(
     cols = [("n", "n", "{}"), ("valid", "Val", "{:.3f}"), ("denoised_valid", "D.Val", "{:.3f}"),
             ("oracle_valid", "O.Val", "{:.3f}"), ("fail_pct", "%Fail", "{:.1f}"), ("l1", "L1", "{:.3f}"),
             ("l2", "L2", "{:.3f}"), ("sparsity", "Spars.", "{:.3f}"), ("ssim", "SSIM", "{:.3f}"),
-            ("cout", "COUT", "{:.3f}"), ("fid", "FID", "{:.2f}"), ("lpips", "LPIPS", "{:.3f}"), ("fd_effnetlite0", "FD-eff¹", "{:.2f}"), ("dfd_effnetlite0", "DFD-eff¹", "{:.3f}"),
+            ("cout", "COUT", "{:.3f}"), ("fid", "FID", "{:.2f}"), ("lpips", "LPIPS", "{:.3f}"),
+            ("fd_effnetlite0", "FD-eff¹", "{:.2f}"), ("dfd_effnetlite0", "DFD-eff¹", "{:.3f}"),
             ("fva_dlib", "FVA²", "{:.3f}"), ("steps_mean", "steps", "{:.1f}"), ("cf_per_second", "CF/s", "{:.1f}")]
     t = Table(title=f"evaluate {doc['dataset']} ({doc['split']})",
               caption="¹ EfficientNet-Lite0 features: not comparable to published FID / LPIPS"

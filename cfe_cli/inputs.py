@@ -63,7 +63,8 @@ def _fit_image(path: Path, channels: int, resolution: int, strict: bool) -> tupl
             warning = f"{path.name}: grayscale image repeated to RGB"
     if tuple(x.shape[1:]) != (resolution, resolution):
         if strict:
-            raise InputError(f"{path} is {x.shape[2]}x{x.shape[1]}, the model takes {resolution}x{resolution} (--strict)")
+            raise InputError(f"{path} is {x.shape[2]}x{x.shape[1]}, the model takes {resolution}x{resolution} "
+                             "(--strict)")
         warning = f"{path.name}: resized from {x.shape[2]}x{x.shape[1]} to {resolution}x{resolution}"
         x = load_image(path, channels=channels, size=resolution)
     return x, warning

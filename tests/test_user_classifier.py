@@ -152,7 +152,8 @@ def test_wrong_weights_and_class_count_and_pickles(user_weights, tmp_path):
     net = user_models.ten_to_three()
     save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(tmp_path / "three.safetensors"))
     r = runner.invoke(app, ["explain", "mnist:test:12", "--model", "mnist", "--method", "attack",
-                            "--classifier", "user_models:ten_to_three", "--weights", str(tmp_path / "three.safetensors"),
+                            "--classifier", "user_models:ten_to_three",
+                            "--weights", str(tmp_path / "three.safetensors"),
                             "--out", str(tmp_path / "o")])
     _one_line_error(r, "returns 3 logits", "10 classes")
     # a pickled checkpoint passed as a "TorchScript" file is refused, never unpickled
