@@ -32,7 +32,11 @@ cfe train-gen --model mnist --method mirror --init ${M}_d.safetensors --skip-ste
 # then 12 epochs with the seeds' pairs trained more often (half of a listed source's samples take the pair's target)
 cfe train-gen --model mnist --method mirror --init ${M}_stem.safetensors --disc class --lambda-adv 5 --lambda-cls 2 \
     --lr 2e-4 --k-cfe-share 0.5 --epochs 12 --schedule cosine --precision bf16 --pairs 8:3,3:8,9:4,4:9,6:5,5:6 \
-    "${DEV[@]}"
+    --out ${M}_pairs.safetensors "${DEV[@]}"
+# then 28 epochs against a stronger discriminator: 4x the decoder's learning rate, the decoded path as its only fakes
+cfe train-gen --model mnist --method mirror --init ${M}_pairs.safetensors --disc class --lambda-adv 5 --lambda-cls 2 \
+    --lr 2e-4 --k-cfe-share 0.5 --epochs 28 --schedule cosine --precision bf16 --pairs 8:3,3:8,9:4,4:9,6:5,5:6 \
+    --pair-share 0.6 --seed 3 --lr-d 8e-4 --no-disc-rec "${DEV[@]}"
 cfe train-gen --model mnist --method vae "${DEV[@]}"
 cfe train-clf --dataset mnist --arch convnet --seed 1 --epochs 10 --oracle --out weights/mnist "${DEV[@]}"
 

@@ -121,14 +121,14 @@ def test_first_cfe_search_matches_the_exhaustive_sweep():
     hit[:, 0] = False  # k = 0 is the source
     want = torch.where(hit.any(1), hit.float().argmax(1), torch.full_like(prep["target"], -1))
     # a bracketing search can step over an isolated early hit (the path flickers at the boundary):
-    # same index on 98.6 % of the first 512 test digits with the shipped decoder (62 of these 64);
+    # same index on 97.1 % of the first 512 test digits with the shipped decoder (63 of these 64);
     # it never reports a k below the true first hit, and what it reports is a hit
     assert (res["index"] == want).float().mean() >= 0.95
     ok = res["found"]
     assert torch.equal(ok, want >= 0) and (res["index"][ok] >= want[ok]).all()
     assert hit[ok, res["index"][ok]].all()
     assert torch.allclose(res["x_cf"][ok], sw["x"][ok, res["index"][ok]], atol=1e-5)
-    assert res["decodes"].float().mean() < 6  # 4.9 on the first 512 test digits
+    assert res["decodes"].float().mean() < 6  # 5.2 on the first 512 test digits
     assert torch.equal(res["cf_probs"].argmax(1) == prep["target"], res["found"])
 
 
