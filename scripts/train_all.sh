@@ -104,9 +104,13 @@ cfe train-gen --model fashion-mnist --method mirror --init $T/fm3.safetensors $F
 cfe train-gen --model fashion-mnist --method mirror --init $T/fm4.safetensors --skip-stem --csp-rho 0.3,0.8 $FC \
     --lambda-cls 2 --lr 2e-4 --k-cfe-share 0.5 --seed 2 --epochs 3 --max-steps 2000 --out $T/fm_stem.safetensors "${DEV[@]}"
 # then 1,500 steps with the seeds' six directions trained more often
+FP="T-shirt:Pullover,Pullover:T-shirt,Coat:Shirt,Shirt:Coat,Sneaker:Ankle boot,Ankle boot:Sneaker"
 cfe train-gen --model fashion-mnist --method mirror --init $T/fm_stem.safetensors $FC --lambda-cls 2 --lr 2e-4 \
-    --k-cfe-share 0.5 --max-steps 1500 \
-    --pairs "T-shirt:Pullover,Pullover:T-shirt,Coat:Shirt,Shirt:Coat,Sneaker:Ankle boot,Ankle boot:Sneaker" "${DEV[@]}"
+    --k-cfe-share 0.5 --max-steps 1500 --pairs "$FP" --out $T/fm_pairs.safetensors "${DEV[@]}"
+# then 3,000 steps against a stronger discriminator (4x the decoder's learning rate, the decoded path as its only fakes)
+cfe train-gen --model fashion-mnist --method mirror --init $T/fm_pairs.safetensors $FC --lambda-cls 2 --lr 2e-4 \
+    --k-cfe-share 0.5 --max-steps 3000 --epochs 4 --seed 3 --pairs "$FP" --pair-share 0.6 --lr-d 8e-4 --no-disc-rec \
+    "${DEV[@]}"
 
 # CelebA (64², outside the repository: $CFE_WEIGHTS_DIR or ~/.cache/cfe/weights)
 bash scripts/train_celeba.sh all "${DEV[@]}"
