@@ -381,7 +381,9 @@ def train_mirror(classifier: torch.nn.Module, train: Dataset, cfg: MirrorTrainCo
                                                      rho_low=dcfg.rho_low, rho_high=dcfg.rho_high)
                 q_k = (z_k @ W.T + b).softmax(1)
                 # the class each decoded image should show (conditional D): the head's at z_k, s for x̂
-                y_gen = torch.cat([q_k.argmax(1), source]) if cfg.disc == "class" else None
+                y_gen = None  # (with disc_rec the reconstructions are fakes too, labelled s)
+                if cfg.disc == "class":
+                    y_gen = torch.cat([q_k.argmax(1), source]) if cfg.disc_rec else q_k.argmax(1)
                 y_real = y if cfg.disc == "class" else None
                 # reference images: class t for the CFE branch (k ≥ 0.5), class s otherwise
                 ref_cls = torch.where(k >= 0.5, target, source).cpu()
@@ -392,7 +394,8 @@ def train_mirror(classifier: torch.nn.Module, train: Dataset, cfg: MirrorTrainCo
                 out = (G(torch.cat([f_k, f_s]), sk, mask) if skips else G(torch.cat([f_k, f_s]))).float()
                 x_k, x_rec = out[:B], out[B:]
                 f_hat = clf.features(x_k).float()
-                d_fake = (D(out, y_gen) if cfg.disc_rec else D(x_k, None if y_gen is None else y_gen[:B])).float()
+                fakes = out if cfg.disc_rec else x_k
+                d_fake = D(fakes, y_gen).float()
             z_hat = f_hat.mean(dim=(2, 3))
             log_p = F.log_softmax(z_hat @ W.T + b, dim=1)
             l_cls = F.kl_div(log_p, q_k, reduction="batchmean")
@@ -406,9 +409,8 @@ def train_mirror(classifier: torch.nn.Module, train: Dataset, cfg: MirrorTrainCo
             loss.backward()
             opt_g.step()
             # discriminator: real x vs decoded x_k (and the reconstructions unless disc_rec is off)
-            fakes, y_fake = (out, y_gen) if cfg.disc_rec else (x_k, None if y_gen is None else y_gen[:B])
             with amp:
-                d_real, d_gen = D(x, y_real).float(), D(fakes.detach(), y_fake).float()
+                d_real, d_gen = D(x, y_real).float(), D(fakes.detach(), y_gen).float()
             d_loss = F.softplus(-d_real).mean() + F.softplus(d_gen).mean()
             opt_d.zero_grad(set_to_none=True)
             d_loss.backward()
