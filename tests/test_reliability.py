@@ -250,3 +250,23 @@ def test_weights_of_another_architecture_via_cli(tmp_path):
     r = runner.invoke(app, ["explain", "mnist:test:0", "--model", str(tmp_path / "m"), "--method", "pgd",
                             "--out", str(tmp_path / "o")])
     assert "does not match its architecture" in _one_line_error(r)
+
+
+def test_brackets_and_colons_in_names_are_printed_as_they_are(tmp_path):
+    """Rich must not read user or data strings as markup or emoji codes: a file named `eight[b].png`
+    keeps its `[b]` in the table, a missing `x[/b]y.png` is a one-line error (not a MarkupError
+    traceback) naming the real path, and a pair "Pullover:T-shirt" never becomes an emoji."""
+    img = tmp_path / "eight[b].png"
+    img.write_bytes(Path("examples/mnist_8.png").read_bytes())
+    r = runner.invoke(app, ["explain", str(img), "--model", "mnist", "--target", "3", "--out", str(tmp_path / "o")])
+    assert r.exit_code == 0, r.output
+    assert "eight[b" in r.stdout  # the name column may cut it short, but never parses it as bold
+    missing = tmp_path / "x[/b]y.png"
+    err = _one_line_error(runner.invoke(app, ["explain", str(missing), "--model", "mnist", "--out",
+                                              str(tmp_path / "o2")]))
+    assert f"no such file: {missing}" in err
+    from cfe_cli.cli import console
+
+    with console.capture() as cap:
+        console.print("FD-eff scale Pullover:T-shirt: unchanged inputs")
+    assert "Pullover:T-shirt:" in cap.get()
