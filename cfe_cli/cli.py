@@ -195,11 +195,11 @@ def models(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] 
             continue
         acc = m.get("test_accuracy")
         accs = "-" if acc is None else f"{acc * 100:.2f} %"
-        gens = ", ".join(m["generators"]) or "-"
+        gens = _e(", ".join(m["generators"]) or "-")
         if not m.get("installed", True):
             accs, gens = accs + "¹", f"[yellow]not installed[/]: {_e(str(m['train']))}"
         t.add_row(_e(m["name"]), _e(str(m["dataset"])), f"{m['resolution']}²×{m['channels']}", accs,
-                  _e(", ".join(m["classes"] or [])), gens if not m.get("installed", True) else _e(gens),
+                  _e(", ".join(m["classes"] or [])), gens,
                   "yes" if m["oracle"] else "-")
     if any(not m.get("installed", True) for m in found):
         t.caption = ("¹ measured when the recipe was trained (see its card); CelebA's licence forbids shipping "
