@@ -19,9 +19,9 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
+from rich.text import Text
 
 from cfe_cli import __version__
 from cfe_cli.errors import CfeError, InputError, NotImplementedYet
@@ -33,11 +33,15 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-# emoji off: ":T-shirt:" in "Pullover:T-shirt: …" would print 👕; every user- or data-derived string
-# printed with markup goes through _e (rich.markup.escape), so "[b]" in a file name is shown, not parsed
-console = Console(emoji=False)
-err_console = Console(stderr=True, emoji=False)
-_e = escape
+# No markup, no emoji codes: file names, paths, class names and errors are printed as they are ("[b]" in a
+# file name is not bold, ":T-shirt:" in "Pullover:T-shirt: …" is not 👕); colour comes only from Text styles.
+console = Console(markup=False, emoji=False)
+err_console = Console(stderr=True, markup=False, emoji=False)
+
+
+def _tagged(tag: str, style: str, rest: str = "") -> Text:
+    """``tag`` in ``style`` followed by plain ``rest``, e.g. a red "error:" and the message."""
+    return Text.assemble((tag, style), rest)
 STATE = {"debug": False}
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -68,17 +72,17 @@ def handle_errors(fn: F) -> F:
         except CfeError as e:
             if STATE["debug"]:
                 raise
-            err_console.print(f"[bold red]error:[/] {_e(str(e))}", highlight=False, soft_wrap=True)
+            err_console.print(_tagged("error:", "bold red", f" {e}"), highlight=False, soft_wrap=True)
             raise typer.Exit(1) from None
         except OSError as e:  # disk full, permissions, … while writing outputs
             if STATE["debug"]:
                 raise
             where = f" {e.filename}" if getattr(e, "filename", None) else ""
-            err_console.print(f"[bold red]error:[/] {_e(str(e.strerror or e) + where)}", highlight=False,
+            err_console.print(_tagged("error:", "bold red", f" {e.strerror or e}{where}"), highlight=False,
                               soft_wrap=True)
             raise typer.Exit(1) from None
         except KeyboardInterrupt:
-            err_console.print("[bold red]interrupted[/]")
+            err_console.print(_tagged("interrupted", "bold red"))
             raise typer.Exit(130) from None
 
     return wrapper  # type: ignore[return-value]
@@ -104,13 +108,14 @@ def progress_bar(description: str, fields: tuple[str, ...]) -> Iterator[Callable
             if pct // 5 != last[0] // 5 or p.get("completed") == total:
                 last[0] = pct
                 shown = " ".join(f"{k} {v}" for k, v in fmt(p).items())
-                err_console.print(f"{_e(description)}: {p.get('completed')}/{total} ({pct} %) {_e(shown)} "
+                err_console.print(f"{description}: {p.get('completed')}/{total} ({pct} %) {shown} "
                                   f"[{time.perf_counter() - start:.0f} s]", highlight=False)
 
         yield plain
         return
-    cols = [TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-            *[TextColumn(f"{f} {{task.fields[{f}]}}") for f in fields],
+    cols = [TextColumn("{task.description}", style="bold", markup=False), BarColumn(),
+            TextColumn("{task.completed}/{task.total}", markup=False),
+            *[TextColumn(f"{f} {{task.fields[{f}]}}", markup=False) for f in fields],
             TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn()]
     with Progress(*cols, console=err_console, transient=False) as bar:
         task = bar.add_task(description, total=None, **dict.fromkeys(fields, "-"))
@@ -168,8 +173,8 @@ def train_clf(
                           augment=augment, label_smoothing=label_smoothing, ema=ema, command=command_line(),
                           progress=update)
     val = f", val accuracy {r['val_accuracy'] * 100:.2f} %" if r["val_accuracy"] is not None else ""
-    console.print(f"[green]test accuracy {r['test_accuracy'] * 100:.2f} %[/]{val} "
-                  f"({r['epochs']} epochs, {r['seconds']:.0f} s) -> {_e(str(r['path']))}")
+    console.print(_tagged(f"test accuracy {r['test_accuracy'] * 100:.2f} %", "green",
+                          f"{val} ({r['epochs']} epochs, {r['seconds']:.0f} s) -> {r['path']}"))
 
 
 @app.command("models")
@@ -191,16 +196,15 @@ def models(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] 
         t.add_column(col)
     for m in found:
         if "error" in m:
-            t.add_row(_e(m["name"]), f"[red]{_e(str(m['error']))}[/]", "", "", "", "", "")
+            t.add_row(m["name"], Text(str(m["error"]), style="red"), "", "", "", "", "")
             continue
         acc = m.get("test_accuracy")
         accs = "-" if acc is None else f"{acc * 100:.2f} %"
-        gens = _e(", ".join(m["generators"]) or "-")
+        gens: str | Text = ", ".join(m["generators"]) or "-"
         if not m.get("installed", True):
-            accs, gens = accs + "¹", f"[yellow]not installed[/]: {_e(str(m['train']))}"
-        t.add_row(_e(m["name"]), _e(str(m["dataset"])), f"{m['resolution']}²×{m['channels']}", accs,
-                  _e(", ".join(m["classes"] or [])), gens,
-                  "yes" if m["oracle"] else "-")
+            accs, gens = accs + "¹", _tagged("not installed", "yellow", f": {m['train']}")
+        t.add_row(m["name"], str(m["dataset"]), f"{m['resolution']}²×{m['channels']}", accs,
+                  ", ".join(m["classes"] or []), gens, "yes" if m["oracle"] else "-")
     if any(not m.get("installed", True) for m in found):
         t.caption = ("¹ measured when the recipe was trained (see its card); CelebA's licence forbids shipping "
                      "these weights, so they are built locally")
@@ -223,7 +227,7 @@ def datasets(data_dir: DataDir = None,
         t.add_column(col)
     for d in found:
         splits = ", ".join(f"{k} {v:,}" for k, v in d["splits"].items())
-        t.add_row(_e(str(d["name"])), _e(str(d["classes"])), _e(splits), _e(str(d["path"])))
+        t.add_row(str(d["name"]), str(d["classes"]), splits, str(d["path"]))
     console.print(t)
     if not found:
         console.print("no datasets found")
@@ -310,24 +314,24 @@ def train_gen(
                           pair_share=pair_share, lr_d=lr_d, disc_rec=disc_rec, command=command_line(),
                           progress=update)
     if method == "vae":
-        console.print(f"[green]VAE[/] -> {_e(str(r['path']))} ({r['seconds']:.0f} s); test reconstruction L1 "
+        console.print(_tagged("VAE", "green", f" -> {r['path']} ({r['seconds']:.0f} s); test reconstruction L1 "
                       f"{r['reconstruction_l1']:.4f}, classifier accuracy on reconstructions "
                       f"{r['reconstruction_accuracy'] * 100:.2f} %"
-                      + ("" if "probe_accuracy" not in r else f"; {len(r['probe_accuracy'])} attribution probes"))
+                      + ("" if "probe_accuracy" not in r else f"; {len(r['probe_accuracy'])} attribution probes")))
         return
     if method == "cvae":
         flip = r["task_attribute_flip_rate"]
-        console.print(f"[green]conditional VAE[/] -> {_e(str(r['path']))} ({r['seconds']:.0f} s); "
+        console.print(_tagged("conditional VAE", "green", f" -> {r['path']} ({r['seconds']:.0f} s); "
                       f"test reconstruction L1 "
                       f"{r['reconstruction_l1']:.4f}, classifier accuracy on reconstructions "
                       f"{r['reconstruction_accuracy'] * 100:.2f} %, attribute classifier "
                       f"{r['attribute_accuracy'] * 100:.2f} %, edits obeyed {r['edit_attribute_accuracy'] * 100:.2f} %"
-                      + ("" if flip is None else f", task attribute flipped -> classifier follows {flip * 100:.1f} %"))
+                      + ("" if flip is None else f", task attribute flipped -> classifier follows {flip * 100:.1f} %")))
         return
-    console.print(f"[green]{_e(method)} decoder[/] -> {_e(str(r['path']))} ({r['seconds']:.0f} s); "
+    console.print(_tagged(f"{method} decoder", "green", f" -> {r['path']} ({r['seconds']:.0f} s); "
                   f"check on {r['n']} test images "
                   f"(runner-up target): validity {r['validity']:.3f}, reflection validity "
-                  f"{r['reflection_validity']:.3f}, reconstruction L1 {r['reconstruction_l1']:.4f}")
+                  f"{r['reflection_validity']:.3f}, reconstruction L1 {r['reconstruction_l1']:.4f}"))
 
 
 Inputs = Annotated[list[str], typer.Argument(help="Image files, folders (recursive) or DATASET:SPLIT:INDEX.")]
@@ -367,7 +371,7 @@ Resume = Annotated[bool, typer.Option("--resume", help="Skip inputs whose output
 
 def _report(r: dict[str, Any], what: str) -> None:
     for w in r["warnings"]:
-        err_console.print(f"[yellow]warning:[/] {_e(str(w))}", highlight=False)
+        err_console.print(_tagged("warning:", "yellow", f" {w}"), highlight=False)
     if r["results"]:
         t = Table(title=what)
         for col in ("name", "source", "target", "k / steps", "CF pred", "third", "valid", "L1"):
@@ -381,20 +385,19 @@ def _report(r: dict[str, Any], what: str) -> None:
                  else str(rec["steps"]) if "steps" in rec else "-")
             third = (conf(rec["reflection_pred"], rec["reflection_conf"]) if rec.get("reflection_pred")
                      else conf(rec.get("reconstruction_pred"), rec.get("reconstruction_conf")))
-            t.add_row(_e(rec["name"]), _e(conf(rec["source_pred"], rec["source_conf"])), _e(str(rec["target"])), k,
-                      _e(conf(rec["cf_pred"], rec["cf_conf"])), _e(third),
-                      "[green]yes[/]" if rec["valid"] else "[red]no[/]",
+            t.add_row(rec["name"], conf(rec["source_pred"], rec["source_conf"]), str(rec["target"]), k,
+                      conf(rec["cf_pred"], rec["cf_conf"]), third,
+                      Text("yes", style="green") if rec["valid"] else Text("no", style="red"),
                       "-" if rec["l1"] is None else f"{rec['l1']:.3f}")
         if len(r["results"]) > 50:
             t.caption = f"first 50 of {len(r['results'])} rows; all in metrics.json"
         console.print(t)
     for f in r["failures"]:
-        err_console.print(f"[red]failed:[/] {_e(str(f['input']))}: {_e(str(f['error']))}", highlight=False,
-                          soft_wrap=True)
+        err_console.print(_tagged("failed:", "red", f" {f['input']}: {f['error']}"), highlight=False, soft_wrap=True)
     n_ok = sum(1 for rec in r["results"] if rec["valid"])
     skipped = f", {r['skipped']} already done (--resume)" if r.get("skipped") else ""
     console.print(f"{len(r['results'])} explained, {n_ok} valid, {len(r['failures'])} failed{skipped} "
-                  f"-> {_e(str(r['metrics_path']))}")
+                  f"-> {r['metrics_path']}")
     if r["failures"]:
         raise typer.Exit(1)
 
@@ -544,7 +547,7 @@ def evaluate(
             ("cout", "COUT", "{:.3f}"), ("fid", "FID", "{:.2f}"), ("lpips", "LPIPS", "{:.3f}"),
             ("fd_effnetlite0", "FD-eff¹", "{:.2f}"), ("dfd_effnetlite0", "DFD-eff¹", "{:.3f}"),
             ("fva_dlib", "FVA²", "{:.3f}"), ("steps_mean", "steps", "{:.1f}"), ("cf_per_second", "CF/s", "{:.1f}")]
-    t = Table(title=_e(f"evaluate {doc['dataset']} ({doc['split']})"),
+    t = Table(title=f"evaluate {doc['dataset']} ({doc['split']})",
               caption="¹ EfficientNet-Lite0 features: not comparable to published FID / LPIPS"
               + ("; ² share within dlib's 0.6 same-person distance" if doc.get("identity") else ""))
     cols = [c for c in cols if any(r.get(c[0]) is not None for r in doc["rows"])]
@@ -553,17 +556,16 @@ def evaluate(
     for _, head, _ in cols:
         t.add_column(head, justify="right")
     for r in doc["rows"] + doc["overall"]:
-        t.add_row(_e(r["method"]), _e(r["pair"]),
-                  *[("-" if r.get(k) is None else fmt.format(r[k])) for k, _, fmt in cols])
+        t.add_row(r["method"], r["pair"], *[("-" if r.get(k) is None else fmt.format(r[k])) for k, _, fmt in cols])
     console.print(t)
     for r in doc.get("references", []):
         real = "-" if r["fd_real_effnetlite0"] is None else f"{r['fd_real_effnetlite0']:.2f} (n={r['n_real']})"
-        console.print(f"FD-eff¹ scale {_e(r['pair'])}: unchanged inputs {r['fd_inputs_effnetlite0']:.2f}, "
-                      f"other real {_e(r['pair'].split(':', 1)[1])} images {real}")
+        console.print(f"FD-eff¹ scale {r['pair']}: unchanged inputs {r['fd_inputs_effnetlite0']:.2f}, "
+                      f"other real {r['pair'].split(':', 1)[1]} images {real}")
     for g in doc["global_rankings"]:
         top = ", ".join(f"{r['name']} {r['score']:+.3f}" for r in g["ranking"][:5])
-        console.print(_e(f"global attribution {g['method']} {g['pair']} (n={g['n']}): {top} -> {g['chart']}"))
-    console.print(f"-> {_e(str(doc['metrics_path']))}")
+        console.print(f"global attribution {g['method']} {g['pair']} (n={g['n']}): {top} -> {g['chart']}")
+    console.print(f"-> {doc['metrics_path']}")
 
 
 def main() -> None:
