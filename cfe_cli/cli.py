@@ -500,6 +500,9 @@ def evaluate(
                                         "mirror,attack,pgd.")] = "mirror",
     n: Annotated[int, typer.Option("--n", help="Images per pair (predicted as the source).")] = 1000,
     split: Annotated[str, typer.Option("--split")] = "test",
+    sources: Annotated[str, typer.Option("--sources", help="predicted: every image the classifier predicts as "
+                                         "the source; correct: only those whose label is the source too.")]
+    = "predicted",
     out: Out = Path("out"),
     save_images: Annotated[bool, typer.Option("--save-images", help="Also write every counterfactual PNG.")] = False,
     batch_size: Batch = 256,
@@ -535,7 +538,8 @@ def evaluate(
 
     methods = [m.strip() for m in method.split(",") if m.strip()]
     with progress_bar("evaluate", ()) as update:
-        doc = api.evaluate(model, methods=methods, pairs=pairs, n=n, split=split, out=out, save_images=save_images,
+        doc = api.evaluate(model, methods=methods, pairs=pairs, n=n, split=split, sources=sources, out=out,
+                           save_images=save_images,
                            batch_size=batch_size, device=device, data_dir=data_dir, threshold=threshold,
                            realism=realism, options=_options(steps, lr, lam, p, alpha, eps, norm), seed=seed,
                            global_attributions=global_attr, classifier=classifier, weights=weights,

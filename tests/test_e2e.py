@@ -205,3 +205,34 @@ def test_evaluate_writes_fid_and_lpips_only_with_verified_files(tiny_model, tmp_
     for row in doc["rows"]:  # mirror and mirror@reflection
         assert row["fid"] >= 0 and row["lpips"] > 0
     assert "fid" in doc["notes"] and "lpips" in doc["notes"]
+
+
+def test_evaluate_sources_predicted_or_correctly_classified(tiny_model, tmp_path):
+    """`--sources correct` explains only images whose label is the source too; rows say how many were."""
+    from cfe_cli import api
+    from cfe_cli.data import load_dataset
+
+    root = need("mnist")
+    test = load_dataset("mnist", "test", root=root)
+    pred = api.predict(api.load_model(tiny_model), test.images).argmax(1)
+    docs = {}
+    for sources in ("predicted", "correct"):
+        out = tmp_path / sources
+        r = runner.invoke(app, ["evaluate", "--model", str(tiny_model), "--pairs", "8:3", "--n", "60", "--no-realism",
+                                "--sources", sources, "--save-images", "--out", str(out), "--data-dir", str(root),
+                                "--device", "cpu"])
+        assert r.exit_code == 0, r.output
+        docs[sources] = json.loads((out / "metrics.json").read_text())
+        names = sorted(int(p.stem[2:]) for p in (out / "images" / "mirror_8_to_3").glob("no*.png"))
+        chosen = (pred == 8) & (test.labels == 8) if sources == "correct" else pred == 8
+        assert names == sorted(chosen.nonzero()[:60, 0].tolist())
+        assert docs[sources]["sources"] == sources
+    expected = float((test.labels[(pred == 8).nonzero()[:60, 0]] == 8).float().mean())
+    assert abs(docs["predicted"]["rows"][0]["source_correct"] - expected) < 1e-4
+    assert expected < 1.0  # the tiny classifier misreads some digits as 8, so the two runs differ
+    assert docs["correct"]["rows"][0]["source_correct"] == 1.0
+    assert docs["correct"]["rows"][1]["method"] == "mirror@reflection"
+    r = runner.invoke(app, ["evaluate", "--model", str(tiny_model), "--pairs", "8:3", "--sources", "all",
+                            "--out", str(tmp_path / "bad"), "--data-dir", str(root)])
+    assert r.exit_code == 1 and "--sources must be 'predicted' or 'correct'" in r.output
+    assert "Traceback" not in r.output
