@@ -187,6 +187,8 @@ def train_gen(
     pair_share: float | None = None,
     lr_d: float | None = None,
     disc_rec: bool | None = None,
+    hard_share: float | None = None,
+    hard_below: float | None = None,
     command: str = "",
     progress: Progress | None = None,
 ) -> dict[str, Any]:
@@ -221,7 +223,10 @@ def train_gen(
     often: a sample predicted as a listed source takes the pair's target with probability
     ``pair_share`` (default 0.5) instead of the runner-up / random target; ``lr_d`` (mirror): the
     discriminator's learning rate (default ``lr``); ``disc_rec`` (mirror, default True): the
-    discriminator also scores the reconstructions as fakes (False: only the decoded path x_k).
+    discriminator also scores the reconstructions as fakes (False: only the decoded path x_k);
+    ``hard_share`` (mirror, default 0): share of each batch drawn from the training images whose
+    top class probability is below ``hard_below`` (default 0.7), the ambiguous sources where
+    decoding errors make the 1st CFE fail.
     """
     from cfe_cli.methods.mirror import PRECISIONS, MirrorCFE
     from cfe_cli.training import DISCRIMINATORS, MirrorTrainConfig, train_mirror
@@ -244,10 +249,16 @@ def train_gen(
                                or augment is not None or precision is not None or schedule is not None
                                or disc is not None or skips or skip_stem or csp_rho is not None
                                or pairs is not None or pair_share is not None or lr_d is not None
-                               or disc_rec is not None):
+                               or disc_rec is not None or hard_share is not None or hard_below is not None):
         raise InputError("--init, --lambda-cls, --lambda-adv, --k-cfe-share, --augment, --precision, --schedule, "
-                         "--disc, --skips, --skip-stem, --csp-rho, --pairs, --pair-share, --lr-d and "
-                         "--disc-rec are options of --method mirror")
+                         "--disc, --skips, --skip-stem, --csp-rho, --pairs, --pair-share, --lr-d, --disc-rec, "
+                         "--hard-share and --hard-below are options of --method mirror")
+    if hard_share is not None and not 0.0 <= hard_share <= 1.0:
+        raise InputError("--hard-share must be in [0, 1]")
+    if hard_below is not None and not 0.0 < hard_below <= 1.0:
+        raise InputError("--hard-below must be in (0, 1]")
+    if hard_below is not None and not hard_share:
+        raise InputError("--hard-below needs --hard-share")
     if lr_d is not None and not lr_d > 0:
         raise InputError("--lr-d must be positive")
     if precision is not None and precision not in PRECISIONS:
@@ -289,7 +300,8 @@ def train_gen(
                             precision=precision or "fp32", schedule=schedule or "constant",
                             disc=disc or "patch", skips=bool(skips or skip_stem), skip_stem=bool(skip_stem),
                             csp_rho=None if csp_rho is None else (float(csp_rho[0]), float(csp_rho[1])),
-                            lr_d=lr_d, disc_rec=True if disc_rec is None else disc_rec)
+                            lr_d=lr_d, disc_rec=True if disc_rec is None else disc_rec,
+                            hard_share=hard_share or 0.0, hard_below=0.7 if hard_below is None else hard_below)
     start_dec, earlier = None, []
     if init is not None:
         from cfe_cli.models.weights import load_decoder

@@ -297,6 +297,11 @@ def train_gen(
                                                "--lr; larger gives two time-scale updates).")] = None,
     disc_rec: Annotated[bool | None, typer.Option("--disc-rec/--no-disc-rec", help="mirror: the discriminator "
                                                   "also scores the reconstructions as fakes (default on).")] = None,
+    hard_share: Annotated[float | None, typer.Option("--hard-share", help="mirror: share of each batch drawn from "
+                                                     "the training images the classifier is unsure of (default "
+                                                     "0).")] = None,
+    hard_below: Annotated[float | None, typer.Option("--hard-below", help="mirror, with --hard-share: unsure = top "
+                                                     "class probability below this (default 0.7).")] = None,
     device: Device = "auto",
     data_dir: DataDir = None,
 ) -> None:
@@ -311,7 +316,8 @@ def train_gen(
                           out=out, init=init, lambda_cls=lambda_cls, lambda_adv=lambda_adv, k_cfe_share=k_cfe_share,
                           augment=augment, precision=precision, schedule=schedule, disc=disc,
                           skips=skips, skip_stem=skip_stem, csp_rho=_parse_rho(csp_rho), pairs=pairs,
-                          pair_share=pair_share, lr_d=lr_d, disc_rec=disc_rec, command=command_line(),
+                          pair_share=pair_share, lr_d=lr_d, disc_rec=disc_rec, hard_share=hard_share,
+                          hard_below=hard_below, command=command_line(),
                           progress=update)
     if method == "vae":
         console.print(_tagged("VAE", "green", f" -> {r['path']} ({r['seconds']:.0f} s); test reconstruction L1 "

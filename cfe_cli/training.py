@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from cfe_cli.data import Dataset
+from cfe_cli.errors import InputError
 from cfe_cli.models.classifiers import GAPClassifier, TrainResult
 
 Progress = Callable[[dict[str, float]], None]
@@ -214,6 +215,8 @@ class MirrorTrainConfig:
     pair_share: float = 0.5  # with pairs: share of samples whose source has a pair that take the pair's target
     lr_d: float | None = None  # the discriminator's learning rate (None: lr; larger: two time-scale updates)
     disc_rec: bool = True  # the discriminator also scores the reconstructions x̂ (k = 0) as fakes
+    hard_share: float = 0.0  # share of each batch drawn from the ambiguous training images (see hard_pool)
+    hard_below: float = 0.7  # an image is ambiguous when the classifier's top probability is below this
 
 
 DISCRIMINATORS = ("patch", "class")
@@ -259,6 +262,30 @@ def draw_targets(logits: torch.Tensor, gen: torch.Generator, runner_up_share: fl
     return torch.where(use_pair.to(device), pick.to(device), target)
 
 
+@torch.no_grad()
+def hard_pool(classifier: torch.nn.Module, images: torch.Tensor, below: float,
+              device: torch.device | str = "cpu", batch_size: int = 512) -> torch.Tensor:
+    """Indices ``(P,)`` of the images ``(N, C, H, W)`` whose top class probability is below ``below``.
+
+    These ambiguous images are where the decoder fails most: their reflection asks for the
+    target at the source's own low confidence, and a small decoding error lands in a third
+    class (benchmarks/mirror_failures.py)."""
+    top = torch.cat([classifier(images[i:i + batch_size].to(device)).softmax(1).amax(1).cpu()
+                     for i in range(0, len(images), batch_size)])
+    return (top < below).nonzero()[:, 0]
+
+
+def mix_hard(idx: torch.Tensor, pool: torch.Tensor, share: float, gen: torch.Generator) -> torch.Tensor:
+    """A batch's indices ``(B,)`` with each entry replaced, with probability ``share``, by a
+    uniform draw from ``pool``; ``idx`` itself is left unchanged."""
+    if share <= 0 or not len(pool):
+        return idx
+    take = torch.rand(len(idx), generator=gen) < share
+    out = idx.clone()
+    out[take] = pool[torch.randint(0, len(pool), (int(take.sum()),), generator=gen)]
+    return out
+
+
 def triangulation_loss(x_s: torch.Tensor, x_k: torch.Tensor, x_ref: torch.Tensor, z_s: torch.Tensor,
                        z_k: torch.Tensor, z_ref: torch.Tensor, alpha: float) -> torch.Tensor:
     """L_tri: keep d(x_s,x_k) ≈ d(x_k,x_ref)/β with β = ‖z_k−z_ref‖/‖z_s−z_k‖, slack α.
@@ -292,6 +319,9 @@ def train_mirror(classifier: torch.nn.Module, train: Dataset, cfg: MirrorTrainCo
     pushed to look like a real image *of the target class*, not just like any real image.
 
     ``init``: a trained decoder to fine-tune (same config); the discriminator starts afresh.
+
+    ``hard_share``: each batch entry is, with this probability, a training image the classifier
+    is unsure of (top probability below ``hard_below``, :func:`hard_pool`) instead of a uniform one.
 
     Returns:
         the decoder (eval mode, on CPU) and the per-epoch mean of every loss term.
@@ -342,6 +372,12 @@ def train_mirror(classifier: torch.nn.Module, train: Dataset, cfg: MirrorTrainCo
     focus = pair_table(cfg.pairs, K)
     order, counts, offsets = _class_sampler(train.labels, K)
     n = len(train)
+    pool = torch.zeros(0, dtype=torch.long)
+    if cfg.hard_share > 0:
+        pool = hard_pool(clf, train.images, cfg.hard_below, device)
+        if not len(pool):
+            raise InputError(f"no training image has a top class probability below {cfg.hard_below} "
+                             "(raise --hard-below or drop --hard-share)")
     steps_per_epoch = n // cfg.batch_size
     total = steps_per_epoch * cfg.epochs if max_steps is None else min(max_steps, steps_per_epoch * cfg.epochs)
     scheds = []
@@ -358,8 +394,9 @@ def train_mirror(classifier: torch.nn.Module, train: Dataset, cfg: MirrorTrainCo
         for i in range(0, steps_per_epoch * cfg.batch_size, cfg.batch_size):
             if step >= total:
                 break
-            x = train.images[perm[i:i + cfg.batch_size]].to(device)
-            y = train.labels[perm[i:i + cfg.batch_size]].to(device)
+            bi = mix_hard(perm[i:i + cfg.batch_size], pool, cfg.hard_share, gen)
+            x = train.images[bi].to(device)
+            y = train.labels[bi].to(device)
             B = x.shape[0]
             with torch.no_grad():
                 x = augment_batch(x, cfg.augment, gen)
@@ -426,7 +463,8 @@ def train_mirror(classifier: torch.nn.Module, train: Dataset, cfg: MirrorTrainCo
             if progress is not None:
                 progress({"completed": step, "total": total, "epoch": epoch + 1, **vals})
         if seen:
-            history.append({"epoch": epoch + 1, **{key: sums[key] / seen for key in keys}})
+            history.append({"epoch": epoch + 1, **{key: sums[key] / seen for key in keys},
+                            **({"hard_pool": len(pool)} if cfg.hard_share > 0 else {})})
         if step >= total:
             break
     G.eval().cpu()

@@ -236,3 +236,38 @@ def test_evaluate_sources_predicted_or_correctly_classified(tiny_model, tmp_path
                             "--out", str(tmp_path / "bad"), "--data-dir", str(root)])
     assert r.exit_code == 1 and "--sources must be 'predicted' or 'correct'" in r.output
     assert "Traceback" not in r.output
+
+
+def test_hard_share_trains_on_the_images_the_classifier_is_unsure_of(tiny_model, tmp_path):
+    """`train-gen --hard-share` draws that share of each batch from the ambiguous training images."""
+    from cfe_cli.data import load_dataset
+    from cfe_cli.models.weights import load_decoder
+    from cfe_cli.training import hard_pool, mix_hard
+
+    root = need("mnist")
+    clf = api.load_model(tiny_model)
+    images = load_dataset("mnist", "train", root=root).images[:2000]
+    top = api.predict(clf, images).amax(1)
+    pool = hard_pool(clf.model, images, 0.7)
+    assert 0 < len(pool) < len(images) and torch.equal(pool, (top < 0.7).nonzero()[:, 0])
+    gen = torch.Generator().manual_seed(0)
+    idx = torch.arange(1000, 1064)
+    assert torch.equal(mix_hard(idx, pool, 0.0, gen), idx)
+    assert set(mix_hard(idx, pool, 1.0, gen).tolist()) <= set(pool.tolist())
+    half = mix_hard(idx, pool, 0.5, gen)
+    assert 10 < int((half != idx).sum()) < 54 and torch.equal(idx, torch.arange(1000, 1064))
+    out = tmp_path / "hard.safetensors"
+    r = runner.invoke(app, ["train-gen", "--model", str(tiny_model), "--init", str(tiny_model / "mirror.safetensors"),
+                            "--max-steps", "2", "--hard-share", "0.5", "--hard-below", "0.8", "--out", str(out),
+                            "--data-dir", str(root), "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    _, info = load_decoder(tmp_path, device="cpu", file=out)
+    assert info["train"]["hard_share"] == 0.5 and info["train"]["hard_below"] == 0.8
+    assert info["history"][0]["hard_pool"] > 0
+    for bad, msg in ((["--hard-share", "1.5"], "--hard-share must be in [0, 1]"),
+                     (["--hard-below", "0.5"], "--hard-below needs --hard-share"),
+                     (["--hard-share", "0.5", "--hard-below", "0.01"], "no training image has a top class")):
+        r = runner.invoke(app, ["train-gen", "--model", str(tiny_model), "--max-steps", "1", *bad,
+                                "--out", str(tmp_path / "x.safetensors"), "--data-dir", str(root), "--device", "cpu"])
+        lines = [ln for ln in r.output.splitlines() if ln.strip()]
+        assert r.exit_code == 1 and len(lines) == 1 and msg in lines[0] and "Traceback" not in r.output, r.output
