@@ -189,6 +189,7 @@ def train_gen(
     disc_rec: bool | None = None,
     hard_share: float | None = None,
     hard_below: float | None = None,
+    time_limit: float | None = None,
     command: str = "",
     progress: Progress | None = None,
 ) -> dict[str, Any]:
@@ -226,7 +227,9 @@ def train_gen(
     discriminator also scores the reconstructions as fakes (False: only the decoded path x_k);
     ``hard_share`` (mirror, default 0): share of each batch drawn from the training images whose
     top class probability is below ``hard_below`` (default 0.7), the ambiguous sources where
-    decoding errors make the 1st CFE fail.
+    decoding errors make the 1st CFE fail; ``time_limit`` (mirror, seconds): stop training there
+    and save (a cosine schedule then decays over the time instead; for a fixed budget on unknown
+    hardware).
     """
     from cfe_cli.methods.mirror import PRECISIONS, MirrorCFE
     from cfe_cli.training import DISCRIMINATORS, MirrorTrainConfig, train_mirror
@@ -249,10 +252,13 @@ def train_gen(
                                or augment is not None or precision is not None or schedule is not None
                                or disc is not None or skips or skip_stem or csp_rho is not None
                                or pairs is not None or pair_share is not None or lr_d is not None
-                               or disc_rec is not None or hard_share is not None or hard_below is not None):
+                               or disc_rec is not None or hard_share is not None or hard_below is not None
+                               or time_limit is not None):
         raise InputError("--init, --lambda-cls, --lambda-adv, --k-cfe-share, --augment, --precision, --schedule, "
                          "--disc, --skips, --skip-stem, --csp-rho, --pairs, --pair-share, --lr-d, --disc-rec, "
-                         "--hard-share and --hard-below are options of --method mirror")
+                         "--hard-share, --hard-below and --time-limit are options of --method mirror")
+    if time_limit is not None and not time_limit > 0:
+        raise InputError("--time-limit must be a positive number of seconds")
     if hard_share is not None and not 0.0 <= hard_share <= 1.0:
         raise InputError("--hard-share must be in [0, 1]")
     if hard_below is not None and not 0.0 < hard_below <= 1.0:
@@ -319,7 +325,7 @@ def train_gen(
     start = time.perf_counter()
     try:
         dec, history = train_mirror(loaded.model, train, cfg, device=dev, progress=progress, max_steps=max_steps,
-                                    init=start_dec)
+                                    time_limit=time_limit, init=start_dec)
     except ValueError as e:  # --init decoder of another shape, or skips without classifier stages
         raise InputError(f"--init {init}: {e}" if init is not None else str(e)) from None
     seconds = time.perf_counter() - start
@@ -336,6 +342,7 @@ def train_gen(
         rec = float((m.decode_at(res, torch.arange(len(x)), torch.zeros(len(x))) - x).abs().mean())
     info = {"dataset": dataset, "classes": loaded.classes, "method": method, "train": cfg.__dict__,
             "history": history, "earlier_training": earlier, "seconds": round(seconds, 1), "device": str(dev),
+            "time_limit": time_limit,
             "command": command,
             "check": {"n": len(x), "target": "runner-up", "validity": valid, "reflection_validity": refl,
                       "l1": l1, "reconstruction_l1": rec},

@@ -302,6 +302,8 @@ def train_gen(
                                                      "0).")] = None,
     hard_below: Annotated[float | None, typer.Option("--hard-below", help="mirror, with --hard-share: unsure = top "
                                                      "class probability below this (default 0.7).")] = None,
+    time_limit: Annotated[float | None, typer.Option("--time-limit", help="mirror: stop training after this many "
+                                                     "seconds and save (cosine schedules decay over it).")] = None,
     device: Device = "auto",
     data_dir: DataDir = None,
 ) -> None:
@@ -317,7 +319,8 @@ def train_gen(
                           augment=augment, precision=precision, schedule=schedule, disc=disc,
                           skips=skips, skip_stem=skip_stem, csp_rho=_parse_rho(csp_rho), pairs=pairs,
                           pair_share=pair_share, lr_d=lr_d, disc_rec=disc_rec, hard_share=hard_share,
-                          hard_below=hard_below, command=command_line(),
+                          hard_below=hard_below, time_limit=time_limit,
+                          command=command_line(),
                           progress=update)
     if method == "vae":
         console.print(_tagged("VAE", "green", f" -> {r['path']} ({r['seconds']:.0f} s); test reconstruction L1 "
@@ -338,6 +341,10 @@ def train_gen(
                   f"check on {r['n']} test images "
                   f"(runner-up target): validity {r['validity']:.3f}, reflection validity "
                   f"{r['reflection_validity']:.3f}, reconstruction L1 {r['reconstruction_l1']:.4f}"))
+    last = r["history"][-1] if r["history"] else {}
+    if "stopped_at_step" in last:
+        console.print(f"stopped at the time limit ({last['time_limit']:g} s) after {last['stopped_at_step']} of "
+                      f"{last['of_steps']} steps")
 
 
 Inputs = Annotated[list[str], typer.Argument(help="Image files, folders (recursive) or DATASET:SPLIT:INDEX.")]

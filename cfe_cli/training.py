@@ -301,7 +301,7 @@ def triangulation_loss(x_s: torch.Tensor, x_k: torch.Tensor, x_ref: torch.Tensor
 
 def train_mirror(classifier: torch.nn.Module, train: Dataset, cfg: MirrorTrainConfig, *,
                  device: torch.device | str = "cpu", progress: Progress | None = None,
-                 max_steps: int | None = None,
+                 max_steps: int | None = None, time_limit: float | None = None,
                  init: torch.nn.Module | None = None) -> tuple[torch.nn.Module, list[dict[str, float]]]:
     """Train the Mirror-CFE decoder G (and a PatchGAN discriminator) against a frozen classifier.
 
@@ -319,6 +319,11 @@ def train_mirror(classifier: torch.nn.Module, train: Dataset, cfg: MirrorTrainCo
     pushed to look like a real image *of the target class*, not just like any real image.
 
     ``init``: a trained decoder to fine-tune (same config); the discriminator starts afresh.
+
+    ``time_limit`` (seconds): stop after the step that passes it (the run is then shorter than
+    its epochs / ``max_steps``); with the cosine schedule the learning rate follows whichever of
+    steps and time is further along, so a time-limited run still ends with the rate decayed.
+    The last history entry then has ``stopped_at_step`` and ``time_limit``.
 
     ``hard_share``: each batch entry is, with this probability, a training image the classifier
     is unsure of (top probability below ``hard_below``, :func:`hard_pool`) instead of a uniform one.
@@ -380,20 +385,29 @@ def train_mirror(classifier: torch.nn.Module, train: Dataset, cfg: MirrorTrainCo
                              "(raise --hard-below or drop --hard-share)")
     steps_per_epoch = n // cfg.batch_size
     total = steps_per_epoch * cfg.epochs if max_steps is None else min(max_steps, steps_per_epoch * cfg.epochs)
-    scheds = []
-    if cfg.schedule == "cosine":
-        decay = lambda i: 0.5 * (1 + math.cos(math.pi * min(i, total) / max(total, 1)))  # noqa: E731
-        scheds = [torch.optim.lr_scheduler.LambdaLR(o, decay) for o in (opt_g, opt_d)]
+    base_lr = [(g, g["lr"]) for o in (opt_g, opt_d) for g in o.param_groups]
+    t_start = time.perf_counter()
+
+    def set_lr(i: int) -> None:  # cosine: over steps, or over the time limit if that is further along
+        done = min(i, total) / max(total, 1)
+        if time_limit:
+            done = max(done, min((time.perf_counter() - t_start) / time_limit, 1.0))
+        for g, lr0 in base_lr:
+            g["lr"] = lr0 * 0.5 * (1 + math.cos(math.pi * done))
+
     history: list[dict[str, float]] = []
     step = 0
+    timed_out = False
     keys = ("cls", "adv", "rec", "fea", "tri", "d")
     for epoch in range(cfg.epochs):
         perm = torch.randperm(n, generator=gen)
         sums = dict.fromkeys(keys, 0.0)
         seen = 0
         for i in range(0, steps_per_epoch * cfg.batch_size, cfg.batch_size):
-            if step >= total:
+            if step >= total or timed_out:
                 break
+            if cfg.schedule == "cosine":
+                set_lr(step)
             bi = mix_hard(perm[i:i + cfg.batch_size], pool, cfg.hard_share, gen)
             x = train.images[bi].to(device)
             y = train.labels[bi].to(device)
@@ -452,9 +466,8 @@ def train_mirror(classifier: torch.nn.Module, train: Dataset, cfg: MirrorTrainCo
             opt_d.zero_grad(set_to_none=True)
             d_loss.backward()
             opt_d.step()
-            for sch in scheds:
-                sch.step()
             step += 1
+            timed_out = time_limit is not None and time.perf_counter() - t_start >= time_limit
             vals = {name: float(v.detach()) for name, v in
                     (("cls", l_cls), ("adv", l_adv), ("rec", l_rec), ("fea", l_fea), ("tri", l_tri), ("d", d_loss))}
             for key in keys:
@@ -464,8 +477,10 @@ def train_mirror(classifier: torch.nn.Module, train: Dataset, cfg: MirrorTrainCo
                 progress({"completed": step, "total": total, "epoch": epoch + 1, **vals})
         if seen:
             history.append({"epoch": epoch + 1, **{key: sums[key] / seen for key in keys},
-                            **({"hard_pool": len(pool)} if cfg.hard_share > 0 else {})})
-        if step >= total:
+                            **({"hard_pool": len(pool)} if cfg.hard_share > 0 else {}),
+                            **({"stopped_at_step": step, "of_steps": total, "time_limit": time_limit}
+                               if timed_out and step < total else {})})
+        if step >= total or timed_out:
             break
     G.eval().cpu()
     return G, history

@@ -271,3 +271,24 @@ def test_hard_share_trains_on_the_images_the_classifier_is_unsure_of(tiny_model,
                                 "--out", str(tmp_path / "x.safetensors"), "--data-dir", str(root), "--device", "cpu"])
         lines = [ln for ln in r.output.splitlines() if ln.strip()]
         assert r.exit_code == 1 and len(lines) == 1 and msg in lines[0] and "Traceback" not in r.output, r.output
+
+
+def test_time_limit_stops_decoder_training_and_saves(tiny_model, tmp_path):
+    """`train-gen --time-limit` stops at the limit, saves a working decoder and says where it stopped."""
+    from cfe_cli.models.weights import load_decoder
+
+    root = need("mnist")
+    out = tmp_path / "timed.safetensors"
+    r = runner.invoke(app, ["train-gen", "--model", str(tiny_model), "--init", str(tiny_model / "mirror.safetensors"),
+                            "--epochs", "50", "--schedule", "cosine", "--time-limit", "3", "--out", str(out),
+                            "--data-dir", str(root), "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    assert "stopped at the time limit (3 s) after" in r.output
+    _, info = load_decoder(tmp_path, device="cpu", file=out)
+    last = info["history"][-1]
+    assert info["time_limit"] == 3 and last["time_limit"] == 3
+    assert 0 < last["stopped_at_step"] < last["of_steps"] == 50 * (8000 // 64)
+    assert len(info["history"]) == 1 and info["seconds"] < 60  # one (partial) epoch, well under 50 epochs' time
+    r = runner.invoke(app, ["train-gen", "--model", str(tiny_model), "--time-limit", "0", "--out", str(out),
+                            "--data-dir", str(root)])
+    assert r.exit_code == 1 and "--time-limit must be a positive number of seconds" in r.output
