@@ -161,6 +161,8 @@ def train_clf(
     label_smoothing: Annotated[float, typer.Option("--label-smoothing", help="Cross-entropy label smoothing.")] = 0.0,
     ema: Annotated[float, typer.Option("--ema", help="Save an exponential moving average of the weights with this "
                                        "decay per step (e.g. 0.999; 0 = off).")] = 0.0,
+    max_steps: Annotated[int | None, typer.Option("--max-steps", help="Stop after this many steps "
+                                                  "(quick runs).")] = None,
     device: Device = "auto",
     data_dir: DataDir = None,
 ) -> None:
@@ -170,8 +172,8 @@ def train_clf(
     with progress_bar(f"train {dataset}", ("epoch", "loss", "acc")) as update:
         r = api.train_clf(dataset, out=out, arch=arch, epochs=epochs, batch_size=batch_size, lr=lr, device=device,
                           data_dir=data_dir, size=size, seed=seed, kind="oracle" if oracle else "classifier", init=init,
-                          augment=augment, label_smoothing=label_smoothing, ema=ema, command=command_line(),
-                          progress=update)
+                          augment=augment, label_smoothing=label_smoothing, ema=ema, max_steps=max_steps,
+                          command=command_line(), progress=update)
     val = f", val accuracy {r['val_accuracy'] * 100:.2f} %" if r["val_accuracy"] is not None else ""
     console.print(_tagged(f"test accuracy {r['test_accuracy'] * 100:.2f} %", "green",
                           f"{val} ({r['epochs']} epochs, {r['seconds']:.0f} s) -> {r['path']}"))
