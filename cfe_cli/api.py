@@ -493,6 +493,8 @@ class Explainer:
             raise InputError(f"unknown precision '{precision}'; available: {', '.join(PRECISIONS)}")
         if compile and method != "mirror":
             raise InputError("--compile is for --method mirror (the optimisation methods take --precision bf16)")
+        if options.get("csp_rho") is not None and method != "mirror":
+            raise InputError("--csp-rho is for --method mirror")
         self.precision = precision
         self.method = method
         self.device = resolve_device(device)
@@ -509,7 +511,14 @@ class Explainer:
             from cfe_cli.methods.mirror import MirrorCFE
 
             dec = _mirror_decoder(self.folder, self.clf, self.device, decoder)
-            self.mirror = MirrorCFE(self.clf.model, dec, precision=precision, compile=compile)
+            rho = options.get("csp_rho")
+            if rho is not None:
+                rho = (float(rho[0]), float(rho[1]))
+                if not getattr(dec, "uses_skips", False):
+                    raise InputError("--csp-rho sets the CSP mask of a skip decoder; this decoder has no skips")
+                if not 0.0 <= rho[0] <= rho[1] <= 1.0:
+                    raise InputError(f"--csp-rho needs 0 <= LOW <= HIGH <= 1; got {rho[0]},{rho[1]}")
+            self.mirror = MirrorCFE(self.clf.model, dec, precision=precision, compile=compile, csp_rho=rho)
         elif method == "gci" and (self.folder / "cvae.safetensors").is_file() and options.get("generator") != "vae":
             from cfe_cli.attributions import AttributeInputs
             from cfe_cli.models.weights import load_vae

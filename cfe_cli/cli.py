@@ -248,6 +248,9 @@ UserClf = Annotated[str | None, typer.Option(
 UserWeights = Annotated[Path | None, typer.Option("--weights", help="safetensors state dict for --classifier.")]
 UserDecoder = Annotated[Path | None, typer.Option(
     "--decoder", help="Mirror-CFE decoder trained for --classifier (cfe train-gen ... --out FILE).")]
+CspRho = Annotated[str | None, typer.Option(
+    "--csp-rho", help="Mirror-CFE, skip decoders: CSP thresholds LOW,HIGH for this run instead of the decoder's "
+                      "own (a lower LOW lets more of the image change near the reflection).")]
 
 
 @app.command("train-gen")
@@ -374,8 +377,9 @@ def _parse_rho(text: str | None) -> tuple[float, float] | None:
     return low, high
 
 
-def _options(steps, lr, lam, p, alpha, eps, norm) -> dict[str, Any]:  # type: ignore[no-untyped-def]
-    opts = {"max_steps": steps, "lr": lr, "lam": lam, "p": p, "alpha": alpha, "eps": eps, "norm": norm}
+def _options(steps, lr, lam, p, alpha, eps, norm, csp_rho=None) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+    opts = {"max_steps": steps, "lr": lr, "lam": lam, "p": p, "alpha": alpha, "eps": eps, "norm": norm,
+            "csp_rho": _parse_rho(csp_rho)}
     return {k: v for k, v in opts.items() if v is not None}
 Out = Annotated[Path, typer.Option("--out", help="Output folder.")]
 Label = Annotated[str | None, typer.Option("--label", help="Ground-truth class of file inputs.")]
@@ -443,6 +447,7 @@ def explain(
     classifier: UserClf = None,
     weights: UserWeights = None,
     decoder: UserDecoder = None,
+    csp_rho: CspRho = None,
     precision: Precision = "fp32",
     compile_: Compile = False,
     device: Device = "auto",
@@ -455,7 +460,7 @@ def explain(
         r = api.explain(inputs, model=model, target=target, method=method, out=out, batch_size=batch_size,
                         device=device, label=label, data_dir=data_dir, video=video, strict=strict,
                         attributions=attributions, threshold=threshold, seed=seed, resume=resume,
-                        options=_options(steps, lr, lam, p, alpha, eps, norm), classifier=classifier,
+                        options=_options(steps, lr, lam, p, alpha, eps, norm, csp_rho), classifier=classifier,
                         weights=weights, decoder=decoder, precision=precision, compile=compile_,
                         command=command_line(), progress=update)
     _report(r, "counterfactuals")
@@ -488,6 +493,7 @@ def animate(
     classifier: UserClf = None,
     weights: UserWeights = None,
     decoder: UserDecoder = None,
+    csp_rho: CspRho = None,
     precision: Precision = "fp32",
     compile_: Compile = False,
     device: Device = "auto",
@@ -500,7 +506,7 @@ def animate(
         r = api.explain(inputs, model=model, target=target, method=method, out=out, batch_size=batch_size,
                         device=device, label=label, data_dir=data_dir, images=False, video=True, frames=frames,
                         fps=fps, size=size, strict=strict, threshold=threshold, seed=seed, resume=resume,
-                        options=_options(steps, lr, lam, p, alpha, eps, norm), classifier=classifier,
+                        options=_options(steps, lr, lam, p, alpha, eps, norm, csp_rho), classifier=classifier,
                         weights=weights, decoder=decoder, precision=precision, compile=compile_,
                         command=command_line(), progress=update)
     _report(r, "videos")
@@ -537,6 +543,7 @@ def evaluate(
     classifier: UserClf = None,
     weights: UserWeights = None,
     decoder: UserDecoder = None,
+    csp_rho: CspRho = None,
     precision: Precision = "fp32",
     compile_: Compile = False,
     fid_weights: Annotated[Path | None, typer.Option(
@@ -556,7 +563,7 @@ def evaluate(
         doc = api.evaluate(model, methods=methods, pairs=pairs, n=n, split=split, sources=sources, out=out,
                            save_images=save_images,
                            batch_size=batch_size, device=device, data_dir=data_dir, threshold=threshold,
-                           realism=realism, options=_options(steps, lr, lam, p, alpha, eps, norm), seed=seed,
+                           realism=realism, options=_options(steps, lr, lam, p, alpha, eps, norm, csp_rho), seed=seed,
                            global_attributions=global_attr, classifier=classifier, weights=weights,
                            decoder=decoder, precision=precision, compile=compile_, fid_weights=fid_weights,
                            lpips_weights=lpips_weights, command=command_line(), progress=update)

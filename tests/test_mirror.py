@@ -381,3 +381,51 @@ def test_discriminator_options_are_recorded_and_checked(tmp_path):
         api.train_gen("mnist", lr_d=0.0, out=out, data_dir=root, device="cpu")
     with pytest.raises(InputError, match="method mirror"):
         api.train_gen("mnist", method="vae", disc_rec=False, data_dir=root, device="cpu")
+
+
+def test_csp_rho_at_inference_changes_only_the_end_of_the_path(tmp_path):
+    """`--csp-rho` overrides the skip decoder's CSP thresholds for one run: with the same ρ_u
+    and a lower ρ_l the mask differs only for k > 1 − ρ_l(decoder), so earlier 1st CFEs stay."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from cfe_cli import api
+    from cfe_cli.cli import app
+    from cfe_cli.data import load_dataset
+
+    root = need("mnist")
+    x = load_dataset("mnist", "test", root=root).images[:96]
+    base = api.Explainer("mnist", "mirror", device="cpu")
+    assert base.mirror.rho == (0.3, 0.8)  # the shipped decoder's own
+    same = api.Explainer("mnist", "mirror", device="cpu", csp_rho=(0.3, 0.8))
+    low = api.Explainer("mnist", "mirror", device="cpu", csp_rho=(0.1, 0.8))
+    _, r0 = base.run(x, None)
+    _, r1 = same.run(x, None)
+    _, r2 = low.run(x, None)
+    assert torch.equal(r0.x_cf, r1.x_cf) and torch.equal(r0.third, r1.third)
+    # the decoded path is the same up to k = 1 − 0.3 and differs after it
+    prep = base.mirror.prepare(x)
+    rows = torch.arange(len(x))
+    for k, equal in ((0.3, True), (0.55, True), (0.7, True), (0.85, False), (1.0, False)):
+        kk = torch.full((len(x),), k)
+        a, b = base.mirror.decode_at(prep, rows, kk), low.mirror.decode_at(prep, rows, kk)
+        assert torch.equal(a, b) == equal, k
+    # so the 1st CFE moves only where the search's bracket changed with the reflection's verdict
+    k0 = [e["first_cfe_k"] for e in r0.extra]
+    k2 = [e["first_cfe_k"] for e in r2.extra]
+    kept = torch.tensor([a == b for a, b in zip(k0, k2, strict=True)])
+    early = torch.tensor([a is not None and a <= 0.7 for a in k0])
+    assert kept.sum() >= 90 and (kept & early).sum() >= 80
+    torch.testing.assert_close(r2.x_cf[kept & early], r0.x_cf[kept & early])
+    out = tmp_path / "e"
+    r = CliRunner().invoke(app, ["explain", "mnist:test:12", "--model", "mnist", "--target", "3", "--csp-rho",
+                                 "0.1,0.8", "--out", str(out), "--data-dir", str(root), "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    assert json.loads((out / "metrics.json").read_text())["options"]["csp_rho"] == [0.1, 0.8]
+    for args, msg in ((["--csp-rho", "0.9,0.2"], "0 <= LOW <= HIGH <= 1"),
+                      (["--csp-rho", "0.1"], "--csp-rho takes LOW,HIGH"),
+                      (["--csp-rho", "0.1,0.8", "--method", "pgd"], "--csp-rho is for --method mirror")):
+        r = CliRunner().invoke(app, ["explain", "mnist:test:12", "--model", "mnist", *args, "--out", str(out),
+                                     "--data-dir", str(root)])
+        assert r.exit_code == 1 and msg in r.output and "Traceback" not in r.output, r.output

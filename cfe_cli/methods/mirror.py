@@ -192,6 +192,9 @@ class MirrorCFE:
             decoded pixels differ by up to ~0.03, so the 1st-CFE index may move by a step.
         compile: ``torch.compile`` the decoder and the classifier's forward (dynamic batch
             sizes: one compilation, ~40-60 s on CPU, then ~1.3x faster; same results).
+        csp_rho: ``(rho_low, rho_high)`` of the CSP mask for this explainer instead of the skip
+            decoder's own (its config); ρ(k) = clip(1 − k, rho_low, rho_high), so rho_low sets
+            the mask from k = 1 − rho_low on, the reflection's included.
 
     Example:
         >>> m = MirrorCFE(clf, dec)                       # doctest: +SKIP
@@ -199,7 +202,8 @@ class MirrorCFE:
     """
 
     def __init__(self, classifier: torch.nn.Module, decoder: torch.nn.Module, *, refine: str = "exact",
-                 grid: int = 100, coarse: int = 4, precision: str = "fp32", compile: bool = False) -> None:
+                 grid: int = 100, coarse: int = 4, precision: str = "fp32", compile: bool = False,
+                 csp_rho: tuple[float, float] | None = None) -> None:
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
         self.clf = classifier
@@ -219,6 +223,8 @@ class MirrorCFE:
         self.coarse = max(2, min(coarse, grid))
         self.skips = bool(getattr(decoder, "uses_skips", False))
         self.skip_stem = self.skips and bool(getattr(decoder.config, "skip_stem", False))
+        self.rho = csp_rho if csp_rho is not None else (
+            (decoder.config.rho_low, decoder.config.rho_high) if self.skips else None)
         if self.skips and not hasattr(classifier, "stages"):
             raise ValueError("this decoder uses skip connections, which need a classifier with stages(x) "
                              "(cfe's own GAPClassifier); use a skip-free decoder with this classifier")
@@ -243,9 +249,8 @@ class MirrorCFE:
         f_k = interpolate(prep["f_s"][rows], prep["f_r"][rows], k)
         if not self.skips:
             return self.decode(f_k)
-        c = self.dec.config
         mask = spatial_prior_mask(f_k, self.weight, prep["source"][rows], prep["target"][rows], k,
-                                  rho_low=c.rho_low, rho_high=c.rho_high)
+                                  rho_low=self.rho[0], rho_high=self.rho[1])
         return self.decode(f_k, [s[rows] for s in prep["skips"]], mask)
 
     @property
