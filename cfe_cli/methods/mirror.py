@@ -195,6 +195,9 @@ class MirrorCFE:
         csp_rho: ``(rho_low, rho_high)`` of the CSP mask for this explainer instead of the skip
             decoder's own (its config); ρ(k) = clip(1 − k, rho_low, rho_high), so rho_low sets
             the mask from k = 1 − rho_low on, the reflection's included.
+        exact_fail: inputs that miss at every probe of the search decode the rest of the grid,
+            so an input fails only when no grid k reaches the target (default); False skips
+            that scan (quick checks of barely trained decoders, where most inputs fail).
 
     Example:
         >>> m = MirrorCFE(clf, dec)                       # doctest: +SKIP
@@ -203,7 +206,7 @@ class MirrorCFE:
 
     def __init__(self, classifier: torch.nn.Module, decoder: torch.nn.Module, *, refine: str = "exact",
                  grid: int = 100, coarse: int = 4, precision: str = "fp32", compile: bool = False,
-                 csp_rho: tuple[float, float] | None = None) -> None:
+                 csp_rho: tuple[float, float] | None = None, exact_fail: bool = True) -> None:
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
         self.clf = classifier
@@ -222,6 +225,7 @@ class MirrorCFE:
         self.grid = grid
         self.coarse = max(2, min(coarse, grid))
         self.scan_chunk = 4096  # decodes per pass when rows that missed every probe scan the whole grid
+        self.exact_fail = exact_fail
         self.skips = bool(getattr(decoder, "uses_skips", False))
         self.skip_stem = self.skips and bool(getattr(decoder.config, "skip_stem", False))
         self.rho = csp_rho if csp_rho is not None else (
@@ -375,7 +379,7 @@ class MirrorCFE:
         #     when no grid k in (0, 1] reaches the target (%Fail's definition), not when the path
         #     enters the target only between probes (~1 in 6 of these rows on Fashion-MNIST)
         lost = (~found).nonzero().squeeze(1)
-        if len(lost):
+        if len(lost) and self.exact_fail:
             probed = torch.cat([pts, torch.tensor([mid, top], device=dev)])
             rest = torch.tensor([i for i in range(1, top) if i not in set(probed.tolist())], device=dev)
             R, G = len(lost), len(rest)
