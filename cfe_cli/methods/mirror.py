@@ -380,8 +380,10 @@ class MirrorCFE:
         #     enters the target only between probes (~1 in 6 of these rows on Fashion-MNIST)
         lost = (~found).nonzero().squeeze(1)
         if len(lost) and self.exact_fail:
-            probed = torch.cat([pts, torch.tensor([mid, top], device=dev)])
-            rest = torch.tensor([i for i in range(1, top) if i not in set(probed.tolist())], device=dev)
+            todo = torch.ones(top + 1, dtype=torch.bool, device=dev)
+            todo[0] = todo[mid] = todo[top] = False  # k = 0 is the source; mid and top were decoded
+            todo[pts] = False
+            rest = todo.nonzero().squeeze(1)  # the grid indices no probe decoded
             R, G = len(lost), len(rest)
             step_rows = max(1, self.scan_chunk // max(G, 1))
             for a in range(0, R, step_rows):  # chunked: at most scan_chunk decodes at a time
