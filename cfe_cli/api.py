@@ -158,6 +158,12 @@ def train_clf(
 # ----------------------------------------------------------------------------- generators
 
 
+def _check_rho(rho: tuple[float, float]) -> None:
+    """The CSP thresholds (ρ_l, ρ_u) must satisfy 0 <= ρ_l <= ρ_u <= 1."""
+    if not 0.0 <= rho[0] <= rho[1] <= 1.0:
+        raise InputError(f"--csp-rho needs 0 <= LOW <= HIGH <= 1; got {rho[0]},{rho[1]}")
+
+
 def train_gen(
     model: str | os.PathLike[str],
     *,
@@ -273,8 +279,8 @@ def train_gen(
         raise InputError(f"unknown schedule '{schedule}'; available: constant, cosine")
     if disc is not None and disc not in DISCRIMINATORS:
         raise InputError(f"unknown discriminator '{disc}'; available: {', '.join(DISCRIMINATORS)}")
-    if csp_rho is not None and not 0.0 <= csp_rho[0] <= csp_rho[1] <= 1.0:
-        raise InputError(f"--csp-rho needs 0 <= LOW <= HIGH <= 1; got {csp_rho[0]},{csp_rho[1]}")
+    if csp_rho is not None:
+        _check_rho(csp_rho)
     if k_cfe_share is not None and not 0.0 <= k_cfe_share <= 1.0:
         raise InputError("--k-cfe-share must be in [0, 1]")
     if pair_share is not None and not 0.0 <= pair_share <= 1.0:
@@ -516,8 +522,7 @@ class Explainer:
                 rho = (float(rho[0]), float(rho[1]))
                 if not getattr(dec, "uses_skips", False):
                     raise InputError("--csp-rho sets the CSP mask of a skip decoder; this decoder has no skips")
-                if not 0.0 <= rho[0] <= rho[1] <= 1.0:
-                    raise InputError(f"--csp-rho needs 0 <= LOW <= HIGH <= 1; got {rho[0]},{rho[1]}")
+                _check_rho(rho)
             self.mirror = MirrorCFE(self.clf.model, dec, precision=precision, compile=compile, csp_rho=rho)
         elif method == "gci" and (self.folder / "cvae.safetensors").is_file() and options.get("generator") != "vae":
             from cfe_cli.attributions import AttributeInputs
