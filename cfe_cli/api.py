@@ -196,6 +196,8 @@ def train_gen(
     hard_share: float | None = None,
     hard_below: float | None = None,
     time_limit: float | None = None,
+    width: int | None = None,
+    min_width: int | None = None,
     command: str = "",
     progress: Progress | None = None,
 ) -> dict[str, Any]:
@@ -235,7 +237,8 @@ def train_gen(
     top class probability is below ``hard_below`` (default 0.7), the ambiguous sources where
     decoding errors make the 1st CFE fail; ``time_limit`` (mirror, seconds): stop training there
     and save (a cosine schedule then decays over the time instead; for a fixed budget on unknown
-    hardware).
+    hardware); ``width`` / ``min_width`` (mirror): the decoder's channels at the feature map's size
+    (default 64) and the fewest it halves down to per octave (default 32); with ``init``, its own.
     """
     from cfe_cli.methods.mirror import PRECISIONS, MirrorCFE
     from cfe_cli.training import DISCRIMINATORS, MirrorTrainConfig, train_mirror
@@ -259,10 +262,14 @@ def train_gen(
                                or disc is not None or skips or skip_stem or csp_rho is not None
                                or pairs is not None or pair_share is not None or lr_d is not None
                                or disc_rec is not None or hard_share is not None or hard_below is not None
-                               or time_limit is not None):
+                               or time_limit is not None or width is not None or min_width is not None):
         raise InputError("--init, --lambda-cls, --lambda-adv, --k-cfe-share, --augment, --precision, --schedule, "
                          "--disc, --skips, --skip-stem, --csp-rho, --pairs, --pair-share, --lr-d, --disc-rec, "
-                         "--hard-share, --hard-below and --time-limit are options of --method mirror")
+                         "--hard-share, --hard-below, --time-limit, --width and --min-width are options of "
+                         "--method mirror")
+    for flag, v in (("--width", width), ("--min-width", min_width)):
+        if v is not None and not 4 <= v <= 1024:
+            raise InputError(f"{flag} must be in [4, 1024] channels; got {v}")
     if time_limit is not None and not time_limit > 0:
         raise InputError("--time-limit must be a positive number of seconds")
     if hard_share is not None and not 0.0 <= hard_share <= 1.0:
@@ -313,7 +320,8 @@ def train_gen(
                             disc=disc or "patch", skips=bool(skips or skip_stem), skip_stem=bool(skip_stem),
                             csp_rho=None if csp_rho is None else (float(csp_rho[0]), float(csp_rho[1])),
                             lr_d=lr_d, disc_rec=True if disc_rec is None else disc_rec,
-                            hard_share=hard_share or 0.0, hard_below=0.7 if hard_below is None else hard_below)
+                            hard_share=hard_share or 0.0, hard_below=0.7 if hard_below is None else hard_below,
+                            width=width, min_width=min_width)
     start_dec, earlier = None, []
     if init is not None:
         from cfe_cli.models.weights import load_decoder

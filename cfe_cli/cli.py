@@ -309,6 +309,10 @@ def train_gen(
                                                      "class probability below this (default 0.7).")] = None,
     time_limit: Annotated[float | None, typer.Option("--time-limit", help="mirror: stop training after this many "
                                                      "seconds and save (cosine schedules decay over it).")] = None,
+    width: Annotated[int | None, typer.Option("--width", help="mirror: the decoder's channels at the feature "
+                                              "map's size, halved per octave (default 64, or --init's).")] = None,
+    min_width: Annotated[int | None, typer.Option("--min-width", help="mirror: the fewest channels the halving "
+                                                  "stops at (default 32, or --init's).")] = None,
     device: Device = "auto",
     data_dir: DataDir = None,
 ) -> None:
@@ -324,7 +328,7 @@ def train_gen(
                           augment=augment, precision=precision, schedule=schedule, disc=disc,
                           skips=skips, skip_stem=skip_stem, csp_rho=_parse_rho(csp_rho), pairs=pairs,
                           pair_share=pair_share, lr_d=lr_d, disc_rec=disc_rec, hard_share=hard_share,
-                          hard_below=hard_below, time_limit=time_limit,
+                          hard_below=hard_below, time_limit=time_limit, width=width, min_width=min_width,
                           command=command_line(),
                           progress=update)
     if method == "vae":

@@ -217,6 +217,8 @@ class MirrorTrainConfig:
     disc_rec: bool = True  # the discriminator also scores the reconstructions x̂ (k = 0) as fakes
     hard_share: float = 0.0  # share of each batch drawn from the ambiguous training images (see hard_pool)
     hard_below: float = 0.7  # an image is ambiguous when the classifier's top probability is below this
+    width: int | None = None  # the decoder's channels at the feature map's size (None: init's or 64)
+    min_width: int | None = None  # the fewest channels after halving per octave (None: init's or 32)
 
 
 DISCRIMINATORS = ("patch", "class")
@@ -347,8 +349,10 @@ def train_mirror(classifier: torch.nn.Module, train: Dataset, cfg: MirrorTrainCo
         x0 = train.images[:2].to(device)
         st0 = clf.stages(x0, stem=stem) if skips else [clf.features(x0)]
     f0 = st0[-1]
+    base = init.config if isinstance(init, MirrorDecoder) else DecoderConfig()
     dcfg = DecoderConfig(feat_channels=f0.shape[1], feat_size=f0.shape[-1], out_channels=train.channels,
-                         resolution=train.resolution,
+                         resolution=train.resolution, width=cfg.width or base.width,
+                         min_width=cfg.min_width or base.min_width,
                          skip_channels=tuple(s.shape[1] for s in st0[:-1]),
                          skip_sizes=tuple(s.shape[-1] for s in st0[:-1]), skip_stem=stem)
     rho = cfg.csp_rho or ((init.config.rho_low, init.config.rho_high) if isinstance(init, MirrorDecoder)

@@ -292,3 +292,29 @@ def test_time_limit_stops_decoder_training_and_saves(tiny_model, tmp_path):
     r = runner.invoke(app, ["train-gen", "--model", str(tiny_model), "--time-limit", "0", "--out", str(out),
                             "--data-dir", str(root)])
     assert r.exit_code == 1 and "--time-limit must be a positive number of seconds" in r.output
+
+
+def test_decoder_width_is_set_stored_and_kept_by_init(tiny_model, tmp_path):
+    """`train-gen --width/--min-width` build a wider decoder, stored in its config; --init keeps it."""
+    from cfe_cli.models.weights import load_decoder
+
+    root = need("mnist")
+    wide = tmp_path / "wide.safetensors"
+    r = runner.invoke(app, ["train-gen", "--model", str(tiny_model), "--max-steps", "1", "--width", "96",
+                            "--min-width", "48", "--out", str(wide), "--data-dir", str(root), "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    dec, _ = load_decoder(tmp_path, device="cpu", file=wide)
+    assert (dec.config.width, dec.config.min_width) == (96, 48)
+    narrow, _ = load_decoder(tiny_model, device="cpu")
+    assert sum(p.numel() for p in dec.parameters()) > sum(p.numel() for p in narrow.parameters())
+    again = tmp_path / "again.safetensors"
+    r = runner.invoke(app, ["train-gen", "--model", str(tiny_model), "--init", str(wide), "--max-steps", "1",
+                            "--out", str(again), "--data-dir", str(root), "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    assert load_decoder(tmp_path, device="cpu", file=again)[0].config.width == 96
+    for bad, msg in ((["--width", "2"], "--width must be in [4, 1024]"),
+                     (["--init", str(wide), "--width", "64"], "does not fit")):
+        r = runner.invoke(app, ["train-gen", "--model", str(tiny_model), "--max-steps", "1", *bad,
+                                "--out", str(tmp_path / "x.safetensors"), "--data-dir", str(root), "--device", "cpu"])
+        lines = [ln for ln in r.output.splitlines() if ln.strip()]
+        assert r.exit_code == 1 and len(lines) == 1 and msg in lines[0] and "Traceback" not in r.output, r.output
