@@ -198,6 +198,7 @@ def train_gen(
     time_limit: float | None = None,
     width: int | None = None,
     min_width: int | None = None,
+    spe_upsample: str | None = None,
     command: str = "",
     progress: Progress | None = None,
 ) -> dict[str, Any]:
@@ -238,7 +239,9 @@ def train_gen(
     decoding errors make the 1st CFE fail; ``time_limit`` (mirror, seconds): stop training there
     and save (a cosine schedule then decays over the time instead; for a fixed budget on unknown
     hardware); ``width`` / ``min_width`` (mirror): the decoder's channels at the feature map's size
-    (default 64) and the fewest it halves down to per octave (default 32); with ``init``, its own.
+    (default 64) and the fewest it halves down to per octave (default 32); with ``init``, its own;
+    ``spe_upsample`` (mirror, skip decoders): how SPE resizes u_i from the feature map to each skip,
+    ``nearest`` (default; constant blocks of the map's cell size) or ``bilinear``; with ``init``, its own.
     """
     from cfe_cli.methods.mirror import PRECISIONS, MirrorCFE
     from cfe_cli.training import DISCRIMINATORS, MirrorTrainConfig, train_mirror
@@ -262,14 +265,21 @@ def train_gen(
                                or disc is not None or skips or skip_stem or csp_rho is not None
                                or pairs is not None or pair_share is not None or lr_d is not None
                                or disc_rec is not None or hard_share is not None or hard_below is not None
-                               or time_limit is not None or width is not None or min_width is not None):
+                               or time_limit is not None or width is not None or min_width is not None
+                               or spe_upsample is not None):
         raise InputError("--init, --lambda-cls, --lambda-adv, --k-cfe-share, --augment, --precision, --schedule, "
                          "--disc, --skips, --skip-stem, --csp-rho, --pairs, --pair-share, --lr-d, --disc-rec, "
-                         "--hard-share, --hard-below, --time-limit, --width and --min-width are options of "
-                         "--method mirror")
+                         "--hard-share, --hard-below, --time-limit, --width, --min-width and --spe-upsample are "
+                         "options of --method mirror")
     for flag, v in (("--width", width), ("--min-width", min_width)):
         if v is not None and not 4 <= v <= 1024:
             raise InputError(f"{flag} must be in [4, 1024] channels; got {v}")
+    from cfe_cli.models.generators import SPE_UPSAMPLE
+
+    if spe_upsample is not None and spe_upsample not in SPE_UPSAMPLE:
+        raise InputError(f"unknown --spe-upsample '{spe_upsample}'; available: {', '.join(SPE_UPSAMPLE)}")
+    if spe_upsample is not None and not (skips or skip_stem or init is not None):
+        raise InputError("--spe-upsample belongs to a skip decoder (--skips or --skip-stem)")
     if time_limit is not None and not time_limit > 0:
         raise InputError("--time-limit must be a positive number of seconds")
     if hard_share is not None and not 0.0 <= hard_share <= 1.0:
@@ -321,7 +331,7 @@ def train_gen(
                             csp_rho=None if csp_rho is None else (float(csp_rho[0]), float(csp_rho[1])),
                             lr_d=lr_d, disc_rec=True if disc_rec is None else disc_rec,
                             hard_share=hard_share or 0.0, hard_below=0.7 if hard_below is None else hard_below,
-                            width=width, min_width=min_width)
+                            width=width, min_width=min_width, spe_upsample=spe_upsample)
     start_dec, earlier = None, []
     if init is not None:
         from cfe_cli.models.weights import load_decoder

@@ -313,6 +313,9 @@ def train_gen(
                                               "map's size, halved per octave (default 64, or --init's).")] = None,
     min_width: Annotated[int | None, typer.Option("--min-width", help="mirror: the fewest channels the halving "
                                                   "stops at (default 32, or --init's).")] = None,
+    spe_upsample: Annotated[str | None, typer.Option("--spe-upsample", help="mirror, skip decoders: how SPE "
+                                                     "resizes its features to each skip, nearest (default, "
+                                                     "blocks) or bilinear (or --init's).")] = None,
     device: Device = "auto",
     data_dir: DataDir = None,
 ) -> None:
@@ -329,7 +332,7 @@ def train_gen(
                           skips=skips, skip_stem=skip_stem, csp_rho=_parse_rho(csp_rho), pairs=pairs,
                           pair_share=pair_share, lr_d=lr_d, disc_rec=disc_rec, hard_share=hard_share,
                           hard_below=hard_below, time_limit=time_limit, width=width, min_width=min_width,
-                          command=command_line(),
+                          spe_upsample=spe_upsample, command=command_line(),
                           progress=update)
     if method == "vae":
         console.print(_tagged("VAE", "green", f" -> {r['path']} ({r['seconds']:.0f} s); test reconstruction L1 "

@@ -219,6 +219,7 @@ class MirrorTrainConfig:
     hard_below: float = 0.7  # an image is ambiguous when the classifier's top probability is below this
     width: int | None = None  # the decoder's channels at the feature map's size (None: init's or 64)
     min_width: int | None = None  # the fewest channels after halving per octave (None: init's or 32)
+    spe_upsample: str | None = None  # skip decoders: SPE's resize to the skip's size (None: init's or nearest)
 
 
 DISCRIMINATORS = ("patch", "class")
@@ -345,6 +346,8 @@ def train_mirror(classifier: torch.nn.Module, train: Dataset, cfg: MirrorTrainCo
         raise ValueError("a skip decoder needs a classifier with stages(x) (cfe's own GAPClassifier)")
     if cfg.csp_rho is not None and not skips:
         raise ValueError("the CSP thresholds (--csp-rho) belong to a skip decoder (--skips)")
+    if cfg.spe_upsample is not None and not skips:
+        raise ValueError("--spe-upsample belongs to a skip decoder (--skips or --skip-stem)")
     with torch.no_grad():
         x0 = train.images[:2].to(device)
         st0 = clf.stages(x0, stem=stem) if skips else [clf.features(x0)]
@@ -353,6 +356,7 @@ def train_mirror(classifier: torch.nn.Module, train: Dataset, cfg: MirrorTrainCo
     dcfg = DecoderConfig(feat_channels=f0.shape[1], feat_size=f0.shape[-1], out_channels=train.channels,
                          resolution=train.resolution, width=cfg.width or base.width,
                          min_width=cfg.min_width or base.min_width,
+                         spe_upsample=cfg.spe_upsample or base.spe_upsample,
                          skip_channels=tuple(s.shape[1] for s in st0[:-1]),
                          skip_sizes=tuple(s.shape[-1] for s in st0[:-1]), skip_stem=stem)
     rho = cfg.csp_rho or ((init.config.rho_low, init.config.rho_high) if isinstance(init, MirrorDecoder)

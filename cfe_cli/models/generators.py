@@ -34,6 +34,9 @@ class DecoderConfig:
     # CSP thresholds: rho(k) = clip(1 - k, rho_low, rho_high) (spec §5; used only with skips)
     rho_low: float = 0.1
     rho_high: float = 0.5
+    # how SPE's D_i brings u_i from f_k's size to the skip's: "nearest" (the decoders shipped so far:
+    # constant blocks of the feature map's cell size) or "bilinear" (smooth, no block edges)
+    spe_upsample: str = "nearest"
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -59,6 +62,15 @@ class ResBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.body(x)
+
+
+SPE_UPSAMPLE = ("nearest", "bilinear")
+
+
+def _resize(size: int, mode: str) -> nn.Upsample:
+    if mode not in SPE_UPSAMPLE:
+        raise ValueError(f"unknown SPE upsampling '{mode}'; available: {', '.join(SPE_UPSAMPLE)}")
+    return nn.Upsample(size=(size, size), mode=mode, **({"align_corners": False} if mode == "bilinear" else {}))
 
 
 class MirrorDecoder(nn.Module):
@@ -97,7 +109,7 @@ class MirrorDecoder(nn.Module):
         self.spe_pool = nn.ModuleList(nn.Conv2d(ci, ci, 1) for ci in c.skip_channels)
         self.spe_dec = nn.ModuleList(
             nn.Sequential(nn.Conv2d(ci + c.feat_channels, c.width, 3, 1, 1), ResBlock(c.width),
-                          nn.Upsample(size=(si, si), mode="nearest"), nn.Conv2d(c.width, ci, 3, 1, 1))
+                          _resize(si, c.spe_upsample), nn.Conv2d(c.width, ci, 3, 1, 1))
             for ci, si in zip(c.skip_channels, c.skip_sizes, strict=True))
         self.ups = nn.ModuleList()
         self.fuse = nn.ModuleDict()
