@@ -326,6 +326,29 @@ def test_stem_skip_decoder_for_the_64px_classifier():
         torch.testing.assert_close(out, small(st[-1], st[1:-1], mask), atol=1e-6, rtol=0)
 
 
+def test_bilinear_spe_adopts_a_nearest_decoder_and_removes_the_blocks():
+    """--spe-upsample bilinear: same parameters as the nearest SPE (a trained decoder can switch to it
+    by --init), and u_i is no longer constant over each feature-map cell."""
+    from cfe_cli.models.generators import DecoderConfig, MirrorDecoder
+
+    torch.manual_seed(0)
+    base = {"feat_channels": 16, "feat_size": 7, "skip_channels": (8,), "skip_sizes": (28,), "skip_stem": True}
+    near = MirrorDecoder(DecoderConfig(**base)).eval()
+    smooth = MirrorDecoder(DecoderConfig(**base, spe_upsample="bilinear")).eval()
+    assert smooth.grows_from(near)
+    smooth.adopt(near)
+    for (n1, p1), (n2, p2) in zip(near.state_dict().items(), smooth.state_dict().items(), strict=True):
+        assert n1 == n2 and torch.equal(p1, p2)
+    f, s = torch.randn(2, 16, 7, 7), torch.randn(2, 8, 28, 28)
+    with torch.no_grad():  # D_i's output before its last conv: 4x4 blocks (nearest) or not (bilinear)
+        up_n = near.spe_dec[0][:3](torch.cat([near.spe_pool[0](torch.nn.functional.avg_pool2d(s, 4)), f], 1))
+        up_b = smooth.spe_dec[0][:3](torch.cat([smooth.spe_pool[0](torch.nn.functional.avg_pool2d(s, 4)), f], 1))
+    assert torch.equal(up_n[..., 0::4, 0::4], up_n[..., 1::4, 1::4])
+    assert (up_b[..., 0::4, 0::4] - up_b[..., 1::4, 1::4]).abs().max() > 1e-3
+    with pytest.raises(ValueError, match="unknown SPE upsampling"):
+        MirrorDecoder(DecoderConfig(**base, spe_upsample="bicubic"))
+
+
 def test_training_pairs_take_their_targets(tmp_path):
     """--pairs: samples the MNIST classifier predicts as a listed source train towards the pair's
     target at the pair share (all at share 1); the others keep the runner-up / random targets, drawn

@@ -137,7 +137,8 @@ class MirrorDecoder(nn.Module):
         """Whether :meth:`adopt` can start this skip decoder from ``other``: the same decoder with
         a subset of its skips (e.g. one trained without the stem skip, or a skip-free one)."""
         a, b = self.config, other.config
-        free = ("skip_channels", "skip_sizes", "skip_stem", "rho_low", "rho_high")  # no parameters of their own
+        # no parameters of their own (spe_upsample: the same modules, resized another way)
+        free = ("skip_channels", "skip_sizes", "skip_stem", "rho_low", "rho_high", "spe_upsample")
         same = {k: v for k, v in a.to_dict().items() if k not in free}
         theirs = {k: v for k, v in b.to_dict().items() if k not in free}
         pairs = set(zip(a.skip_channels, a.skip_sizes, strict=True))
@@ -147,7 +148,8 @@ class MirrorDecoder(nn.Module):
     def adopt(self, other: MirrorDecoder) -> None:
         """Start from ``other``, a trained decoder with a subset of this one's skips (or other CSP thresholds), so that
         this decoder computes exactly what ``other`` does until training teaches it to use the
-        new skips: shared modules are copied (skip modules matched by size), and where a new
+        new skips (unless the SPE resize mode changes, which only changes how u_i is brought to
+        each skip's size): shared modules are copied (skip modules matched by size), and where a new
         skip joins the decoder path its fusing conv passes the path through unchanged and
         gives the new skip zero weight (its SPE modules start fresh)."""
         if not self.grows_from(other):
