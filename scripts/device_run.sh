@@ -93,10 +93,11 @@ log "3b. oracle"
 timeout 90 "${CFE[@]}" train-clf --dataset celeba:Mouth_Slightly_Open --size 128 --arch convnet --seed 1 "${ORC[@]}" \
     --oracle --device "$DEV" --out "$M"
 # the celeba-mouth recipe of scripts/train_celeba.sh, with time budgets instead of epochs, and the wide decoder with
-# bilinear SPE (at 64² on CPU, 450 steps each: no colour bands where the narrow one drew them; docs/models/celeba-mouth.md)
+# bilinear SPE (at 64² on CPU, 450 steps each: no colour bands where the narrow one drew them; docs/models/celeba-mouth.md);
+# 192 channels, not the 256 measured there, so that its bfloat16 copy (13.2 MiB at 128²) fits the 16 MiB per returned file
 log "3c. Mirror-CFE decoder: ${T_S1} s + ${T_S2} s"
 timeout $((T_S1 + 120)) "${CFE[@]}" train-gen --model "$M" --method mirror --skip-stem --csp-rho 0.3,0.8 --disc class \
-    --width 256 --min-width 64 --spe-upsample bilinear \
+    --width 192 --min-width 64 --spe-upsample bilinear \
     --epochs 500 --precision bf16 --time-limit "$T_S1" --device "$DEV" --out "$W/mirror_s1.safetensors"
 timeout $((T_S2 + 120)) "${CFE[@]}" train-gen --model "$M" --method mirror --init "$W/mirror_s1.safetensors" --disc class \
     --lambda-adv 2 --k-cfe-share 0.5 --epochs 500 --schedule cosine --precision bf16 --lr 2e-4 --lr-d 8e-4 \
@@ -108,6 +109,18 @@ timeout 120 "${CFE[@]}" evaluate --model "$M" --method mirror --pairs "$P" --n "
 timeout 60 "${CFE[@]}" explain celeba:Mouth_Slightly_Open:test:7 --model "$M" --device "$DEV" --out "$W/ex_celeba" \
     && cp "$(ls "$W"/ex_celeba/no7_*.png | grep -v '_cf\|_reflection' | head -1)" \
     "$OUT/celeba_panel.png"
-cp "$M"/classifier.safetensors "$M"/oracle.safetensors "$M"/mirror.safetensors "$OUT/" 2>/dev/null
+cp "$M"/classifier.safetensors "$M"/oracle.safetensors "$OUT/" 2>/dev/null
+# the decoder as bfloat16 (same metadata; loading casts it back to float32): fp32 would be over 16 MiB
+python3 - "$M/mirror.safetensors" "$OUT/mirror.safetensors" <<'EOF' || true
+import sys
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+with safe_open(sys.argv[1], "pt") as f:
+    meta = f.metadata()
+    state = {k: f.get_tensor(k).to(torch.bfloat16) if f.get_tensor(k).is_floating_point() else f.get_tensor(k)
+             for k in f.keys()}
+save_file(state, sys.argv[2], metadata=meta)
+EOF
 ls -la "$OUT"
 log "done"
