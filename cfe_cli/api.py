@@ -199,6 +199,7 @@ def train_gen(
     width: int | None = None,
     min_width: int | None = None,
     spe_upsample: str | None = None,
+    adv_focus: str | None = None,
     command: str = "",
     progress: Progress | None = None,
 ) -> dict[str, Any]:
@@ -241,7 +242,10 @@ def train_gen(
     hardware); ``width`` / ``min_width`` (mirror): the decoder's channels at the feature map's size
     (default 64) and the fewest it halves down to per octave (default 32); with ``init``, its own;
     ``spe_upsample`` (mirror, skip decoders): how SPE resizes u_i from the feature map to each skip,
-    ``nearest`` (default; constant blocks of the map's cell size) or ``bilinear``; with ``init``, its own.
+    ``nearest`` (default; constant blocks of the map's cell size) or ``bilinear``; with ``init``, its own;
+    ``adv_focus`` (mirror, skip decoders): ``image`` (default: every discriminator patch of a decoded
+    image is a fake) or ``edit`` (only the patches inside the CSP mask, where the decoder replaced
+    the source's features).
     """
     from cfe_cli.methods.mirror import PRECISIONS, MirrorCFE
     from cfe_cli.training import DISCRIMINATORS, MirrorTrainConfig, train_mirror
@@ -266,11 +270,11 @@ def train_gen(
                                or pairs is not None or pair_share is not None or lr_d is not None
                                or disc_rec is not None or hard_share is not None or hard_below is not None
                                or time_limit is not None or width is not None or min_width is not None
-                               or spe_upsample is not None):
+                               or spe_upsample is not None or adv_focus is not None):
         raise InputError("--init, --lambda-cls, --lambda-adv, --k-cfe-share, --augment, --precision, --schedule, "
                          "--disc, --skips, --skip-stem, --csp-rho, --pairs, --pair-share, --lr-d, --disc-rec, "
-                         "--hard-share, --hard-below, --time-limit, --width, --min-width and --spe-upsample are "
-                         "options of --method mirror")
+                         "--hard-share, --hard-below, --time-limit, --width, --min-width, --spe-upsample and "
+                         "--adv-focus are options of --method mirror")
     for flag, v in (("--width", width), ("--min-width", min_width)):
         if v is not None and not 4 <= v <= 1024:
             raise InputError(f"{flag} must be in [4, 1024] channels; got {v}")
@@ -280,6 +284,13 @@ def train_gen(
         raise InputError(f"unknown --spe-upsample '{spe_upsample}'; available: {', '.join(SPE_UPSAMPLE)}")
     if spe_upsample is not None and not (skips or skip_stem or init is not None):
         raise InputError("--spe-upsample belongs to a skip decoder (--skips or --skip-stem)")
+    from cfe_cli.training import DISCRIMINATOR_FOCUS
+
+    if adv_focus is not None and adv_focus not in DISCRIMINATOR_FOCUS:
+        raise InputError(f"unknown --adv-focus '{adv_focus}'; available: {', '.join(DISCRIMINATOR_FOCUS)}")
+    if adv_focus == "edit" and not (skips or skip_stem or init is not None):
+        raise InputError("--adv-focus edit belongs to a skip decoder (--skips or --skip-stem): the CSP mask marks "
+                         "the edit")
     if time_limit is not None and not time_limit > 0:
         raise InputError("--time-limit must be a positive number of seconds")
     if hard_share is not None and not 0.0 <= hard_share <= 1.0:
@@ -331,7 +342,8 @@ def train_gen(
                             csp_rho=None if csp_rho is None else (float(csp_rho[0]), float(csp_rho[1])),
                             lr_d=lr_d, disc_rec=True if disc_rec is None else disc_rec,
                             hard_share=hard_share or 0.0, hard_below=0.7 if hard_below is None else hard_below,
-                            width=width, min_width=min_width, spe_upsample=spe_upsample)
+                            width=width, min_width=min_width, spe_upsample=spe_upsample,
+                            adv_focus=adv_focus or "image")
     start_dec, earlier = None, []
     if init is not None:
         from cfe_cli.models.weights import load_decoder

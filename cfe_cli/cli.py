@@ -316,6 +316,9 @@ def train_gen(
     spe_upsample: Annotated[str | None, typer.Option("--spe-upsample", help="mirror, skip decoders: how SPE "
                                                      "resizes its features to each skip, nearest (default, "
                                                      "blocks) or bilinear (or --init's).")] = None,
+    adv_focus: Annotated[str | None, typer.Option("--adv-focus", help="mirror, skip decoders: which "
+                                                  "discriminator patches of a decoded image are fakes, image "
+                                                  "(all; default) or edit (those in the CSP mask).")] = None,
     device: Device = "auto",
     data_dir: DataDir = None,
 ) -> None:
@@ -332,7 +335,7 @@ def train_gen(
                           skips=skips, skip_stem=skip_stem, csp_rho=_parse_rho(csp_rho), pairs=pairs,
                           pair_share=pair_share, lr_d=lr_d, disc_rec=disc_rec, hard_share=hard_share,
                           hard_below=hard_below, time_limit=time_limit, width=width, min_width=min_width,
-                          spe_upsample=spe_upsample, command=command_line(),
+                          spe_upsample=spe_upsample, adv_focus=adv_focus, command=command_line(),
                           progress=update)
     if method == "vae":
         console.print(_tagged("VAE", "green", f" -> {r['path']} ({r['seconds']:.0f} s); test reconstruction L1 "

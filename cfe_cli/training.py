@@ -220,6 +220,30 @@ class MirrorTrainConfig:
     width: int | None = None  # the decoder's channels at the feature map's size (None: init's or 64)
     min_width: int | None = None  # the fewest channels after halving per octave (None: init's or 32)
     spe_upsample: str | None = None  # skip decoders: SPE's resize to the skip's size (None: init's or nearest)
+    adv_focus: str = "image"  # or "edit" (skip decoders): the GAN losses count only the patches the CSP mask edits
+
+
+DISCRIMINATOR_FOCUS = ("image", "edit")
+
+
+def edit_weights(mask: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """The CSP mask ``(B, 1, h, w)`` as weights on a discriminator's patch grid ``size``.
+
+    Max-pooled (or nearest-resized) to the grid and dilated by one patch, since the decoder's
+    convolutions spread an edit a little beyond the mask's cells. Shape: ``(B, 1, *size)`` in {0, 1}.
+    """
+    if mask.shape[-1] >= size[-1]:
+        w = F.adaptive_max_pool2d(mask, size)
+    else:
+        w = F.interpolate(mask, size=size, mode="nearest")
+    return F.max_pool2d(w, 3, stride=1, padding=1)
+
+
+def focused_mean(values: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
+    """Mean of per-patch losses ``(B, 1, r, r)``; with ``weights``, over the weighted patches only."""
+    if weights is None:
+        return values.mean()
+    return (values * weights).sum() / weights.sum().clamp_min(1.0)
 
 
 DISCRIMINATORS = ("patch", "class")
@@ -321,6 +345,11 @@ def train_mirror(classifier: torch.nn.Module, train: Dataset, cfg: MirrorTrainCo
     scored with their label, x_k with the head's class at z_k and x̂ with s, so a reflection is
     pushed to look like a real image *of the target class*, not just like any real image.
 
+    ``adv_focus="edit"`` (skip decoders): the fake terms of both GAN losses average only over
+    the discriminator patches inside the CSP mask (dilated by a patch, :func:`edit_weights`).
+    Outside it x_k carries the source's own skip features, so scoring those patches as fake
+    teaches the discriminator noise and spreads its signal over the unedited face.
+
     ``init``: a trained decoder to fine-tune (same config); the discriminator starts afresh.
 
     ``time_limit`` (seconds): stop after the step that passes it (the run is then shorter than
@@ -348,6 +377,10 @@ def train_mirror(classifier: torch.nn.Module, train: Dataset, cfg: MirrorTrainCo
         raise ValueError("the CSP thresholds (--csp-rho) belong to a skip decoder (--skips)")
     if cfg.spe_upsample is not None and not skips:
         raise ValueError("--spe-upsample belongs to a skip decoder (--skips or --skip-stem)")
+    if cfg.adv_focus not in DISCRIMINATOR_FOCUS:
+        raise ValueError(f"unknown adversarial focus '{cfg.adv_focus}'; available: {', '.join(DISCRIMINATOR_FOCUS)}")
+    if cfg.adv_focus == "edit" and not skips:
+        raise ValueError("--adv-focus edit needs a skip decoder (--skips or --skip-stem): the CSP mask marks the edit")
     with torch.no_grad():
         x0 = train.images[:2].to(device)
         st0 = clf.stages(x0, stem=stem) if skips else [clf.features(x0)]
@@ -455,13 +488,17 @@ def train_mirror(classifier: torch.nn.Module, train: Dataset, cfg: MirrorTrainCo
                 f_hat = clf.features(x_k).float()
                 fakes = out if cfg.disc_rec else x_k
                 d_fake = D(fakes, y_gen).float()
+            # "edit": only the patches the CSP mask edits are fakes; elsewhere x_k is the source's own
+            w_fake = None
+            if cfg.adv_focus == "edit":
+                w_fake = edit_weights(mask if cfg.disc_rec else mask[:B], tuple(d_fake.shape[-2:]))
             z_hat = f_hat.mean(dim=(2, 3))
             log_p = F.log_softmax(z_hat @ W.T + b, dim=1)
             l_cls = F.kl_div(log_p, q_k, reduction="batchmean")
             l_fea = (z_k - z_hat).norm(dim=1).mean()
             l_rec = (x - x_rec).abs().mean()
             l_tri = triangulation_loss(x, x_k, x_ref, z_s, z_k, z_ref, cfg.alpha).mean()
-            l_adv = F.softplus(-d_fake).mean()
+            l_adv = focused_mean(F.softplus(-d_fake), w_fake)
             loss = (cfg.lambda_cls * l_cls + cfg.lambda_adv * l_adv + cfg.lambda_rec * l_rec
                     + cfg.lambda_fea * l_fea + cfg.lambda_tri * l_tri)
             opt_g.zero_grad(set_to_none=True)
@@ -470,7 +507,7 @@ def train_mirror(classifier: torch.nn.Module, train: Dataset, cfg: MirrorTrainCo
             # discriminator: real x vs decoded x_k (and the reconstructions unless disc_rec is off)
             with amp:
                 d_real, d_gen = D(x, y_real).float(), D(fakes.detach(), y_gen).float()
-            d_loss = F.softplus(-d_real).mean() + F.softplus(d_gen).mean()
+            d_loss = F.softplus(-d_real).mean() + focused_mean(F.softplus(d_gen), w_fake)
             opt_d.zero_grad(set_to_none=True)
             d_loss.backward()
             opt_d.step()

@@ -319,10 +319,17 @@ def test_decoder_width_is_set_stored_and_kept_by_init(tiny_model, tmp_path):
     assert r.exit_code == 0, r.output
     dec, _ = load_decoder(tmp_path, device="cpu", file=smooth)
     assert dec.config.spe_upsample == "bilinear" and dec.spe_dec[0][2].mode == "bilinear"
+    focus = tmp_path / "focus.safetensors"  # GAN losses on the CSP mask's patches only
+    r = runner.invoke(app, ["train-gen", "--model", str(tiny_model), "--init", str(smooth), "--max-steps", "1",
+                            "--adv-focus", "edit", "--out", str(focus), "--data-dir", str(root), "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    assert load_decoder(tmp_path, device="cpu", file=focus)[1]["train"]["adv_focus"] == "edit"
     for bad, msg in ((["--width", "2"], "--width must be in [4, 1024]"),
                      (["--init", str(wide), "--width", "64"], "does not fit"),
                      (["--spe-upsample", "bicubic", "--skips"], "unknown --spe-upsample 'bicubic'"),
-                     (["--spe-upsample", "bilinear"], "--spe-upsample belongs to a skip decoder")):
+                     (["--spe-upsample", "bilinear"], "--spe-upsample belongs to a skip decoder"),
+                     (["--adv-focus", "edit"], "--adv-focus edit belongs to a skip decoder"),
+                     (["--adv-focus", "mouth", "--skips"], "unknown --adv-focus 'mouth'")):
         r = runner.invoke(app, ["train-gen", "--model", str(tiny_model), "--max-steps", "1", *bad,
                                 "--out", str(tmp_path / "x.safetensors"), "--data-dir", str(root), "--device", "cpu"])
         lines = [ln for ln in r.output.splitlines() if ln.strip()]

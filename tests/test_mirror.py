@@ -349,6 +349,40 @@ def test_bilinear_spe_adopts_a_nearest_decoder_and_removes_the_blocks():
         MirrorDecoder(DecoderConfig(**base, spe_upsample="bicubic"))
 
 
+def test_edit_focus_counts_only_the_patches_the_csp_mask_edits():
+    """--adv-focus edit: the CSP mask of a real MNIST reflection, on the discriminator's patch grid,
+    covers the mask's cells (dilated by a patch) and not the whole image; the focused GAN loss does
+    not depend on, and sends no gradient to, the patches outside it."""
+    from cfe_cli import api
+    from cfe_cli.data import load_dataset
+    from cfe_cli.models.generators import PatchDiscriminator
+    from cfe_cli.training import edit_weights, focused_mean
+
+    root = need("mnist")
+    clf = api.load_model("mnist").model
+    x = load_dataset("mnist", "test", root=root).images[:16]
+    with torch.no_grad():
+        f_s = clf.features(x)
+        W, b = clf.head.weight, clf.head.bias
+        logits = f_s.mean(dim=(2, 3)) @ W.T + b
+        s, t = logits.argmax(1), logits.topk(2, dim=1).indices[:, 1]
+        k = torch.full((16,), 0.9)
+        f_k = mirror.interpolate(f_s, mirror.mirror_features(f_s, W, b, s, t), k)
+        mask = mirror.spatial_prior_mask(f_k, W, s, t, k, rho_low=0.3, rho_high=0.8)
+    d = PatchDiscriminator(1, 28)(x)
+    w = edit_weights(mask, tuple(d.shape[-2:]))
+    assert w.shape == (16, 1, *d.shape[-2:]) and set(w.unique().tolist()) <= {0.0, 1.0}
+    assert (w.flatten(1).sum(1) > 0).all() and w.mean() < 0.9  # every image has an edit; not all of it
+    grown = torch.nn.functional.interpolate(mask, size=d.shape[-2:], mode="nearest")
+    assert (w >= grown).all()  # the dilation keeps every masked patch
+    vals = torch.rand(16, 1, *d.shape[-2:], requires_grad=True)
+    loss = focused_mean(vals, w)
+    loss.backward()
+    assert torch.allclose(loss, (vals * w).sum() / w.sum())
+    assert (vals.grad[w == 0] == 0).all() and (vals.grad[w == 1] > 0).all()
+    assert torch.allclose(focused_mean(vals, None), vals.mean())
+
+
 def test_training_pairs_take_their_targets(tmp_path):
     """--pairs: samples the MNIST classifier predicts as a listed source train towards the pair's
     target at the pair share (all at share 1); the others keep the runner-up / random targets, drawn
