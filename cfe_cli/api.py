@@ -200,6 +200,8 @@ def train_gen(
     min_width: int | None = None,
     spe_upsample: str | None = None,
     adv_focus: str | None = None,
+    spe_grid: int | None = None,
+    lambda_perc: float | None = None,
     command: str = "",
     progress: Progress | None = None,
 ) -> dict[str, Any]:
@@ -245,7 +247,11 @@ def train_gen(
     ``nearest`` (default; constant blocks of the map's cell size) or ``bilinear``; with ``init``, its own;
     ``adv_focus`` (mirror, skip decoders): ``image`` (default: every discriminator patch of a decoded
     image is a fake) or ``edit`` (only the patches inside the CSP mask, where the decoder replaced
-    the source's features).
+    the source's features); ``spe_grid`` (mirror, skip decoders): the grid SPE's B_i pools each skip
+    to (default, 0: the feature map's own size, the spec's; e.g. 16 on an 8×8 map gives the decoder the
+    source's skips in 2× finer cells inside the mask); with ``init``, its own; ``lambda_perc``
+    (mirror, default 0): weight of L_perc, the reconstruction's distance to the source in every stage
+    of the explained classifier (a perceptual loss with no extra weights).
     """
     from cfe_cli.methods.mirror import PRECISIONS, MirrorCFE
     from cfe_cli.training import DISCRIMINATORS, MirrorTrainConfig, train_mirror
@@ -270,11 +276,12 @@ def train_gen(
                                or pairs is not None or pair_share is not None or lr_d is not None
                                or disc_rec is not None or hard_share is not None or hard_below is not None
                                or time_limit is not None or width is not None or min_width is not None
-                               or spe_upsample is not None or adv_focus is not None):
+                               or spe_upsample is not None or adv_focus is not None or spe_grid is not None
+                               or lambda_perc is not None):
         raise InputError("--init, --lambda-cls, --lambda-adv, --k-cfe-share, --augment, --precision, --schedule, "
                          "--disc, --skips, --skip-stem, --csp-rho, --pairs, --pair-share, --lr-d, --disc-rec, "
-                         "--hard-share, --hard-below, --time-limit, --width, --min-width, --spe-upsample and "
-                         "--adv-focus are options of --method mirror")
+                         "--hard-share, --hard-below, --time-limit, --width, --min-width, --spe-upsample, "
+                         "--adv-focus, --spe-grid and --lambda-perc are options of --method mirror")
     for flag, v in (("--width", width), ("--min-width", min_width)):
         if v is not None and not 4 <= v <= 1024:
             raise InputError(f"{flag} must be in [4, 1024] channels; got {v}")
@@ -291,6 +298,12 @@ def train_gen(
     if adv_focus == "edit" and not (skips or skip_stem or init is not None):
         raise InputError("--adv-focus edit belongs to a skip decoder (--skips or --skip-stem): the CSP mask marks "
                          "the edit")
+    if spe_grid is not None and not 0 <= spe_grid <= 1024:
+        raise InputError(f"--spe-grid must be in [0, 1024] cells (0: the feature map's size); got {spe_grid}")
+    if spe_grid is not None and not (skips or skip_stem or init is not None):
+        raise InputError("--spe-grid belongs to a skip decoder (--skips or --skip-stem)")
+    if lambda_perc is not None and not lambda_perc >= 0:
+        raise InputError("--lambda-perc must be 0 or more")
     if time_limit is not None and not time_limit > 0:
         raise InputError("--time-limit must be a positive number of seconds")
     if hard_share is not None and not 0.0 <= hard_share <= 1.0:
@@ -343,7 +356,7 @@ def train_gen(
                             lr_d=lr_d, disc_rec=True if disc_rec is None else disc_rec,
                             hard_share=hard_share or 0.0, hard_below=0.7 if hard_below is None else hard_below,
                             width=width, min_width=min_width, spe_upsample=spe_upsample,
-                            adv_focus=adv_focus or "image")
+                            adv_focus=adv_focus or "image", spe_grid=spe_grid, lambda_perc=lambda_perc or 0.0)
     start_dec, earlier = None, []
     if init is not None:
         from cfe_cli.models.weights import load_decoder

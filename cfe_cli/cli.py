@@ -319,13 +319,19 @@ def train_gen(
     adv_focus: Annotated[str | None, typer.Option("--adv-focus", help="mirror, skip decoders: which "
                                                   "discriminator patches of a decoded image are fakes, image "
                                                   "(all; default) or edit (those in the CSP mask).")] = None,
+    spe_grid: Annotated[int | None, typer.Option("--spe-grid", help="mirror, skip decoders: the grid SPE pools "
+                                                 "the source's skips to, in cells (default 0: the feature map's "
+                                                 "size, or --init's).")] = None,
+    lambda_perc: Annotated[float | None, typer.Option("--lambda-perc", help="mirror: weight of a perceptual "
+                                                      "reconstruction loss in the classifier's own stage "
+                                                      "features (default 0).")] = None,
     device: Device = "auto",
     data_dir: DataDir = None,
 ) -> None:
     """Train a generator against a model's frozen classifier (writes weights/NAME/<method>.safetensors)."""
     from cfe_cli import api
 
-    fields = {"mirror": ("epoch", "cls", "adv", "rec", "fea", "tri", "d"),
+    fields = {"mirror": ("epoch", "cls", "adv", "rec", "fea", "tri", "d") + (("perc",) if lambda_perc else ()),
               "cvae": ("epoch", "attr_bce", "rec", "kl", "edit_bce")}.get(method, ("epoch", "rec", "kl"))
     with progress_bar(f"train-gen {method}", fields) as update:
         r = api.train_gen(model, method=method, epochs=epochs, batch_size=batch_size, lr=lr, device=device,
@@ -335,7 +341,8 @@ def train_gen(
                           skips=skips, skip_stem=skip_stem, csp_rho=_parse_rho(csp_rho), pairs=pairs,
                           pair_share=pair_share, lr_d=lr_d, disc_rec=disc_rec, hard_share=hard_share,
                           hard_below=hard_below, time_limit=time_limit, width=width, min_width=min_width,
-                          spe_upsample=spe_upsample, adv_focus=adv_focus, command=command_line(),
+                          spe_upsample=spe_upsample, adv_focus=adv_focus, spe_grid=spe_grid,
+                          lambda_perc=lambda_perc, command=command_line(),
                           progress=update)
     if method == "vae":
         console.print(_tagged("VAE", "green", f" -> {r['path']} ({r['seconds']:.0f} s); test reconstruction L1 "

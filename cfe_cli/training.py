@@ -221,6 +221,8 @@ class MirrorTrainConfig:
     min_width: int | None = None  # the fewest channels after halving per octave (None: init's or 32)
     spe_upsample: str | None = None  # skip decoders: SPE's resize to the skip's size (None: init's or nearest)
     adv_focus: str = "image"  # or "edit" (skip decoders): the GAN losses count only the patches the CSP mask edits
+    spe_grid: int | None = None  # skip decoders: the grid SPE pools each skip to (None: init's or f_k's size)
+    lambda_perc: float = 0.0  # weight of L_perc, the reconstruction's distance in the classifier's stage features
 
 
 DISCRIMINATOR_FOCUS = ("image", "edit")
@@ -326,6 +328,15 @@ def triangulation_loss(x_s: torch.Tensor, x_k: torch.Tensor, x_ref: torch.Tensor
     return F.relu((1 - alpha) * goal - d_sk) + F.relu(d_sk - (1 + alpha) * goal)
 
 
+def stage_distance(ours: list[torch.Tensor], theirs: list[torch.Tensor]) -> torch.Tensor:
+    """L_perc: the mean over the classifier's stages of |F_i(x̂) − F_i(x)|, each divided by the
+    mean |F_i(x)| of the batch so that no stage dominates by its scale (a perceptual loss with
+    the explained classifier as the feature network: no extra weights). Shape: lists of
+    ``(B, C_i, h_i, w_i)`` -> scalar."""
+    terms = [(a.float() - b).abs().mean() / b.abs().mean().clamp_min(1e-6) for a, b in zip(ours, theirs, strict=True)]
+    return torch.stack(terms).mean()
+
+
 def train_mirror(classifier: torch.nn.Module, train: Dataset, cfg: MirrorTrainConfig, *,
                  device: torch.device | str = "cpu", progress: Progress | None = None,
                  max_steps: int | None = None, time_limit: float | None = None,
@@ -379,6 +390,8 @@ def train_mirror(classifier: torch.nn.Module, train: Dataset, cfg: MirrorTrainCo
         raise ValueError("--spe-upsample belongs to a skip decoder (--skips or --skip-stem)")
     if cfg.adv_focus not in DISCRIMINATOR_FOCUS:
         raise ValueError(f"unknown adversarial focus '{cfg.adv_focus}'; available: {', '.join(DISCRIMINATOR_FOCUS)}")
+    if cfg.spe_grid is not None and not skips:
+        raise ValueError("--spe-grid belongs to a skip decoder (--skips or --skip-stem)")
     if cfg.adv_focus == "edit" and not skips:
         raise ValueError("--adv-focus edit needs a skip decoder (--skips or --skip-stem): the CSP mask marks the edit")
     with torch.no_grad():
@@ -390,6 +403,7 @@ def train_mirror(classifier: torch.nn.Module, train: Dataset, cfg: MirrorTrainCo
                          resolution=train.resolution, width=cfg.width or base.width,
                          min_width=cfg.min_width or base.min_width,
                          spe_upsample=cfg.spe_upsample or base.spe_upsample,
+                         spe_grid=base.spe_grid if cfg.spe_grid is None else cfg.spe_grid,
                          skip_channels=tuple(s.shape[1] for s in st0[:-1]),
                          skip_sizes=tuple(s.shape[-1] for s in st0[:-1]), skip_stem=stem)
     rho = cfg.csp_rho or ((init.config.rho_low, init.config.rho_high) if isinstance(init, MirrorDecoder)
@@ -439,7 +453,7 @@ def train_mirror(classifier: torch.nn.Module, train: Dataset, cfg: MirrorTrainCo
     history: list[dict[str, float]] = []
     step = 0
     timed_out = False
-    keys = ("cls", "adv", "rec", "fea", "tri", "d")
+    keys = ("cls", "adv", "rec", "fea", "tri", "d") + (("perc",) if cfg.lambda_perc else ())
     for epoch in range(cfg.epochs):
         perm = torch.randperm(n, generator=gen)
         sums = dict.fromkeys(keys, 0.0)
@@ -497,10 +511,17 @@ def train_mirror(classifier: torch.nn.Module, train: Dataset, cfg: MirrorTrainCo
             l_cls = F.kl_div(log_p, q_k, reduction="batchmean")
             l_fea = (z_k - z_hat).norm(dim=1).mean()
             l_rec = (x - x_rec).abs().mean()
+            l_perc = x.new_zeros(())
+            if cfg.lambda_perc:  # the reconstruction against the source in every stage of the classifier
+                with amp:
+                    st_rec = clf.stages(x_rec, stem=True) if hasattr(clf, "stages") else [clf.features(x_rec)]
+                with torch.no_grad():
+                    st_src = clf.stages(x, stem=True) if hasattr(clf, "stages") else [clf.features(x)]
+                l_perc = stage_distance(st_rec, st_src)
             l_tri = triangulation_loss(x, x_k, x_ref, z_s, z_k, z_ref, cfg.alpha).mean()
             l_adv = focused_mean(F.softplus(-d_fake), w_fake)
             loss = (cfg.lambda_cls * l_cls + cfg.lambda_adv * l_adv + cfg.lambda_rec * l_rec
-                    + cfg.lambda_fea * l_fea + cfg.lambda_tri * l_tri)
+                    + cfg.lambda_fea * l_fea + cfg.lambda_tri * l_tri + cfg.lambda_perc * l_perc)
             opt_g.zero_grad(set_to_none=True)
             loss.backward()
             opt_g.step()
@@ -514,7 +535,8 @@ def train_mirror(classifier: torch.nn.Module, train: Dataset, cfg: MirrorTrainCo
             step += 1
             timed_out = time_limit is not None and time.perf_counter() - t_start >= time_limit
             vals = {name: float(v.detach()) for name, v in
-                    (("cls", l_cls), ("adv", l_adv), ("rec", l_rec), ("fea", l_fea), ("tri", l_tri), ("d", d_loss))}
+                    (("cls", l_cls), ("adv", l_adv), ("rec", l_rec), ("fea", l_fea), ("tri", l_tri), ("d", d_loss),
+                     ("perc", l_perc))}
             for key in keys:
                 sums[key] += vals[key] * B
             seen += B

@@ -349,6 +349,51 @@ def test_bilinear_spe_adopts_a_nearest_decoder_and_removes_the_blocks():
         MirrorDecoder(DecoderConfig(**base, spe_upsample="bicubic"))
 
 
+def test_finer_spe_grid_lets_the_decoder_see_inside_a_feature_cell():
+    """--spe-grid: the same parameters as the spec's SPE (spe_grid 0 = the feature map's size, which
+    it equals exactly), adoptable from it; on a finer grid a change of the source's skip that keeps
+    every feature cell's mean reaches the decoded image inside the mask, while the spec's SPE,
+    which pools each skip to the cells, cannot see it. Never finer than the skip itself."""
+    from cfe_cli.models.generators import DecoderConfig, MirrorDecoder
+
+    torch.manual_seed(0)
+    base = {"feat_channels": 16, "feat_size": 7, "skip_channels": (8,), "skip_sizes": (28,), "skip_stem": True}
+    spec = MirrorDecoder(DecoderConfig(**base)).eval()
+    same = MirrorDecoder(DecoderConfig(**base, spe_grid=7)).eval()
+    fine = MirrorDecoder(DecoderConfig(**base, spe_grid=14)).eval()
+    huge = MirrorDecoder(DecoderConfig(**base, spe_grid=999)).eval()
+    for d in (same, fine, huge):
+        assert d.grows_from(spec)
+        d.adopt(spec)
+    f, s = torch.randn(2, 16, 7, 7), torch.randn(2, 8, 28, 28)
+    # +-1 in 2x2 blocks, a checkerboard of blocks: every 4x4 cell of the 28x28 skip keeps its mean
+    block = torch.tensor([[1.0, -1.0], [-1.0, 1.0]]).repeat_interleave(2, 0).repeat_interleave(2, 1)
+    wiggle = block.repeat(7, 7)
+    assert torch.nn.functional.avg_pool2d(wiggle[None, None], 4).abs().max() < 1e-6
+    mask = torch.ones(2, 1, 7, 7)
+    with torch.no_grad():
+        torch.testing.assert_close(same(f, [s], mask), spec(f, [s], mask), atol=0, rtol=0)
+        torch.testing.assert_close(spec(f, [s], mask), spec(f, [s + wiggle], mask), atol=1e-5, rtol=0)
+        assert (fine(f, [s], mask) - fine(f, [s + wiggle], mask)).abs().max() > 1e-3
+        assert (huge(f, [s], mask) - huge(f, [s + wiggle], mask)).abs().max() > 1e-3  # pooled to 28, the skip
+        outside = torch.zeros(2, 1, 7, 7)  # outside the mask the skip passes through as it is, in every SPE
+        assert (spec(f, [s], outside) - spec(f, [s + wiggle], outside)).abs().max() > 1e-3
+
+
+def test_stage_distance_is_zero_on_the_source_and_scale_free():
+    """L_perc: 0 for the source's own stages, positive otherwise, and the same when a stage is
+    scaled (each stage is divided by its own mean magnitude)."""
+    from cfe_cli.training import stage_distance
+
+    torch.manual_seed(0)
+    a = [torch.randn(2, 4, 8, 8), torch.randn(2, 6, 4, 4)]
+    b = [t + 0.1 * torch.randn_like(t) for t in a]
+    assert stage_distance(a, a) == 0
+    d = stage_distance(b, a)
+    assert d > 0
+    torch.testing.assert_close(stage_distance([b[0], 100 * b[1]], [a[0], 100 * a[1]]), d)
+
+
 def test_edit_focus_counts_only_the_patches_the_csp_mask_edits():
     """--adv-focus edit: the CSP mask of a real MNIST reflection, on the discriminator's patch grid,
     covers the mask's cells (dilated by a patch) and not the whole image; the focused GAN loss does

@@ -37,6 +37,10 @@ class DecoderConfig:
     # how SPE's D_i brings u_i from f_k's size to the skip's: "nearest" (the decoders shipped so far:
     # constant blocks of the feature map's cell size) or "bilinear" (smooth, no block edges)
     spe_upsample: str = "nearest"
+    # the grid SPE's B_i pools each skip to (and f_k is resized to) before D_i: 0 = f_k's own size
+    # (the spec's B_i); e.g. 16 on an 8x8 map gives D_i the source's skip in 2x finer cells (never
+    # finer than the skip itself). No parameters of its own: the same D_i runs on the finer grid
+    spe_grid: int = 0
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -138,7 +142,7 @@ class MirrorDecoder(nn.Module):
         a subset of its skips (e.g. one trained without the stem skip, or a skip-free one)."""
         a, b = self.config, other.config
         # no parameters of their own (spe_upsample: the same modules, resized another way)
-        free = ("skip_channels", "skip_sizes", "skip_stem", "rho_low", "rho_high", "spe_upsample")
+        free = ("skip_channels", "skip_sizes", "skip_stem", "rho_low", "rho_high", "spe_upsample", "spe_grid")
         same = {k: v for k, v in a.to_dict().items() if k not in free}
         theirs = {k: v for k, v in b.to_dict().items() if k not in free}
         pairs = set(zip(a.skip_channels, a.skip_sizes, strict=True))
@@ -187,11 +191,16 @@ class MirrorDecoder(nn.Module):
         self.load_state_dict(mine)
 
     def blended_skips(self, f: torch.Tensor, skips: list[torch.Tensor], mask: torch.Tensor) -> list[torch.Tensor]:
-        """SPE + CSP blend: f̃_i = (1 − M)⊙f_s^i + M⊙D_i(concat(B_i(f_s^i), f_k)), per skip."""
+        """SPE + CSP blend: f̃_i = (1 − M)⊙f_s^i + M⊙D_i(concat(B_i(f_s^i), f_k)), per skip
+        (B_i pools to f_k's size, or to ``config.spe_grid`` with f_k resized to it)."""
         out = []
+        mode = self.config.spe_upsample
         for s, pool, dec in zip(skips, self.spe_pool, self.spe_dec, strict=True):
-            b = pool(nn.functional.adaptive_avg_pool2d(s, f.shape[-2:]))
-            u = dec(torch.cat([b, f], 1))
+            g = min(self.config.spe_grid or f.shape[-1], s.shape[-1])
+            fg = f if g == f.shape[-1] else nn.functional.interpolate(
+                f, size=(g, g), mode=mode, **({"align_corners": False} if mode == "bilinear" else {}))
+            b = pool(nn.functional.adaptive_avg_pool2d(s, (g, g)))
+            u = dec(torch.cat([b, fg], 1))
             m = nn.functional.interpolate(mask.to(s.dtype), size=s.shape[-2:], mode="nearest")
             out.append(s + m * (u - s))
         return out
