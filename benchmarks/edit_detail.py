@@ -17,6 +17,12 @@ energy, mean squared Laplacian (4-neighbour, per channel), of
 
 Reported: detail = energy(image, R) / energy(source, R), averaged over inputs with a region. A
 real image scores near 1 (its own detail); a blurred patch scores well below the real target images.
+
+``--reconstruction`` (skip decoders) adds a line per direction for the reconstruction x̂ = G(f_s)
+at k = 0, where nothing is edited and L_rec trains the decoder to return the source: its detail
+inside the k = 0 CSP mask (where the decoder redraws from SPE's input; ρ(0) = ρ_u) and its L1 to
+the source inside and outside that mask. A decoder that can redraw the masked region scores near 1
+there; one that cannot draws it blurred even when nothing is to change.
 Sources: the first ``--n`` test images the classifier predicts as the pair's source, as in
 ``cfe evaluate``.
 """
@@ -30,6 +36,7 @@ import torch.nn.functional as F
 
 from cfe_cli.api import Explainer, _parse_pairs
 from cfe_cli.data import load_dataset
+from cfe_cli.methods.mirror import spatial_prior_mask
 
 LAPLACE = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]])
 
@@ -59,6 +66,7 @@ def main() -> None:
     ap.add_argument("--decoder", default=None, help="a decoder file (default: the model's mirror.safetensors)")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--batch-size", type=int, default=50)
+    ap.add_argument("--reconstruction", action="store_true", help="also: x̂ (k = 0) inside its own CSP mask")
     a = ap.parse_args()
     ex = Explainer(a.model, "mirror", device=a.device, decoder=a.decoder)
     data = load_dataset(ex.clf.info["dataset"], "test", size=ex.clf.config.resolution)
@@ -70,7 +78,7 @@ def main() -> None:
     print("| pair | n | Val (1st CFE) | region (1st CFE, % of image) | detail 1st CFE | detail real target "
           "(same region) | region (reflection, %) | detail reflection | detail real target (same region) |")
     print("|---|---|---|---|---|---|---|---|---|")
-    rows = []
+    rows, recon = [], []
     for s, t in _parse_pairs(a.pairs, ex.classes):
         idx = (pred == s).nonzero()[:, 0][:a.n]
         real = ((data.labels == t) & (pred == t)).nonzero()[:, 0]  # real target images the classifier agrees with
@@ -90,6 +98,8 @@ def main() -> None:
             out["d_real_cf"].append(region_detail(ref, x, reg_cf).cpu())
             out["d_r"].append(region_detail(x_r, x, reg_r).cpu())
             out["d_real_r"].append(region_detail(ref, x, reg_r).cpu())
+            if a.reconstruction:
+                recon.append(reconstruction_detail(ex, x, t) | {"pair": f"{ex.classes[s]} → {ex.classes[t]}"})
         o = {key: torch.cat(v) for key, v in out.items()}
         found = o["found"].bool()
         # the 1st CFE's columns over the inputs that have one; the reflection's over all
@@ -103,6 +113,35 @@ def main() -> None:
     print(f"| **all** | {len(found)} | {found.float().mean():.3f} | {cat['area_cf'][found].mean() * 100:.1f} | "
           f"**{cat['d_cf'][found].nanmean():.3f}** | {cat['d_real_cf'][found].nanmean():.3f} | "
           f"{cat['area_r'].mean() * 100:.1f} | **{cat['d_r'].nanmean():.3f}** | {cat['d_real_r'].nanmean():.3f} |")
+    if recon:
+        print("\n| reconstruction x̂ (k = 0) | n | CSP mask at k = 0 (% of image) | detail in the mask | "
+              "L1 in the mask | L1 outside |")
+        print("|---|---|---|---|---|---|")
+        for pair in dict.fromkeys(r["pair"] for r in recon):
+            got = {key: torch.cat([r[key] for r in recon if r["pair"] == pair]) for key in recon[0] if key != "pair"}
+            print(f"| {pair} | {len(got['area'])} | {got['area'].mean() * 100:.1f} | "
+                  f"{got['detail'].nanmean():.3f} | {got['l1_in'].nanmean():.3f} | {got['l1_out'].nanmean():.3f} |")
+
+
+def reconstruction_detail(ex: Explainer, x: torch.Tensor, t: int) -> dict[str, torch.Tensor]:
+    """x̂ = G(f_s) of a skip decoder at k = 0, measured inside its CSP mask (image resolution) and outside."""
+    m = ex.mirror
+    if not m.skips:
+        raise SystemExit("--reconstruction needs a skip decoder (the CSP mask marks what it redraws)")
+    with torch.inference_mode():
+        prep = m.prepare(x, torch.full((len(x),), t, device=x.device))
+        rows = torch.arange(len(x), device=x.device)
+        k0 = torch.zeros(len(x), device=x.device)
+        x_hat = m.decode_at(prep, rows, k0).float()
+        mask = spatial_prior_mask(prep["f_s"], m.weight, prep["source"], prep["target"], k0,
+                                  rho_low=m.rho[0], rho_high=m.rho[1])
+    inside = F.interpolate(mask.float(), size=x.shape[-2:], mode="nearest")[:, 0] > 0.5
+    err = (x_hat - x).abs().mean(1)
+    area = inside.float().mean((1, 2))
+    l1_in = (err * inside).sum((1, 2)) / inside.sum((1, 2)).clamp_min(1)
+    l1_out = (err * ~inside).sum((1, 2)) / (~inside).sum((1, 2)).clamp_min(1)
+    return {"area": area.cpu(), "detail": region_detail(x_hat, x, inside).cpu(),
+            "l1_in": torch.where(area > 0, l1_in, torch.nan).cpu(), "l1_out": l1_out.cpu()}
 
 
 if __name__ == "__main__":
