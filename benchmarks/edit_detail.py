@@ -67,14 +67,19 @@ def main() -> None:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--batch-size", type=int, default=50)
     ap.add_argument("--reconstruction", action="store_true", help="also: x̂ (k = 0) inside its own CSP mask")
+    ap.add_argument("--residual", action="store_true",
+                    help="residual decoding (x_s + G(f_k) − G(f_s), cfe --residual)")
     a = ap.parse_args()
-    ex = Explainer(a.model, "mirror", device=a.device, decoder=a.decoder)
+    if a.residual and a.reconstruction:
+        raise SystemExit("--reconstruction measures G(f_s) itself; residual decoding returns the source at k = 0")
+    ex = Explainer(a.model, "mirror", device=a.device, decoder=a.decoder, residual=a.residual)
     data = load_dataset(ex.clf.info["dataset"], "test", size=ex.clf.config.resolution)
     with torch.inference_mode():
         probs = torch.cat([ex.predict(data.images[i:i + 512].to(ex.device)).cpu()
                            for i in range(0, len(data), 512)])
     pred = probs.argmax(1)
-    print(f"decoder: {a.decoder or 'the model folder'}; edit region: mean |x_cf - x_s| > {a.tau}")
+    how = " (residual decoding)" if a.residual else ""
+    print(f"decoder: {a.decoder or 'the model folder'}{how}; edit region: mean |x_cf - x_s| > {a.tau}")
     print("| pair | n | Val (1st CFE) | region (1st CFE, % of image) | detail 1st CFE | detail real target "
           "(same region) | region (reflection, %) | detail reflection | detail real target (same region) |")
     print("|---|---|---|---|---|---|---|---|---|")

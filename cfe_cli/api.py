@@ -544,6 +544,8 @@ class Explainer:
             raise InputError("--compile is for --method mirror (the optimisation methods take --precision bf16)")
         if options.get("csp_rho") is not None and method != "mirror":
             raise InputError("--csp-rho is for --method mirror")
+        if options.get("residual") and method != "mirror":
+            raise InputError("--residual is for --method mirror")
         self.precision = precision
         self.method = method
         self.device = resolve_device(device)
@@ -566,7 +568,8 @@ class Explainer:
                 if not getattr(dec, "uses_skips", False):
                     raise InputError("--csp-rho sets the CSP mask of a skip decoder; this decoder has no skips")
                 _check_rho(rho)
-            self.mirror = MirrorCFE(self.clf.model, dec, precision=precision, compile=compile, csp_rho=rho)
+            self.mirror = MirrorCFE(self.clf.model, dec, precision=precision, compile=compile, csp_rho=rho,
+                                    residual=bool(options.get("residual")))
         elif method == "gci" and (self.folder / "cvae.safetensors").is_file() and options.get("generator") != "vae":
             from cfe_cli.attributions import AttributeInputs
             from cfe_cli.models.weights import load_vae

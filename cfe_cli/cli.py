@@ -251,6 +251,9 @@ UserDecoder = Annotated[Path | None, typer.Option(
 CspRho = Annotated[str | None, typer.Option(
     "--csp-rho", help="Mirror-CFE, skip decoders: CSP thresholds LOW,HIGH for this run instead of the decoder's "
                       "own (a lower LOW lets more of the image change near the reflection).")]
+Residual = Annotated[bool, typer.Option(
+    "--residual", help="Mirror-CFE: x_k = source + G(f_k) − G(f_s), the source's own pixels plus the decoder's "
+                       "edit (k = 0 is the source exactly; keeps detail the decoder blurs).")]
 
 
 @app.command("train-gen")
@@ -394,9 +397,10 @@ def _parse_rho(text: str | None) -> tuple[float, float] | None:
     return low, high
 
 
-def _options(steps, lr, lam, p, alpha, eps, norm, csp_rho=None) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+def _options(steps, lr, lam, p, alpha, eps, norm, csp_rho=None,  # type: ignore[no-untyped-def]
+             residual=False) -> dict[str, Any]:
     opts = {"max_steps": steps, "lr": lr, "lam": lam, "p": p, "alpha": alpha, "eps": eps, "norm": norm,
-            "csp_rho": _parse_rho(csp_rho)}
+            "csp_rho": _parse_rho(csp_rho), "residual": residual or None}
     return {k: v for k, v in opts.items() if v is not None}
 Out = Annotated[Path, typer.Option("--out", help="Output folder.")]
 Label = Annotated[str | None, typer.Option("--label", help="Ground-truth class of file inputs.")]
@@ -465,6 +469,7 @@ def explain(
     weights: UserWeights = None,
     decoder: UserDecoder = None,
     csp_rho: CspRho = None,
+    residual: Residual = False,
     precision: Precision = "fp32",
     compile_: Compile = False,
     device: Device = "auto",
@@ -477,7 +482,7 @@ def explain(
         r = api.explain(inputs, model=model, target=target, method=method, out=out, batch_size=batch_size,
                         device=device, label=label, data_dir=data_dir, video=video, strict=strict,
                         attributions=attributions, threshold=threshold, seed=seed, resume=resume,
-                        options=_options(steps, lr, lam, p, alpha, eps, norm, csp_rho), classifier=classifier,
+                        options=_options(steps, lr, lam, p, alpha, eps, norm, csp_rho, residual), classifier=classifier,
                         weights=weights, decoder=decoder, precision=precision, compile=compile_,
                         command=command_line(), progress=update)
     _report(r, "counterfactuals")
@@ -511,6 +516,7 @@ def animate(
     weights: UserWeights = None,
     decoder: UserDecoder = None,
     csp_rho: CspRho = None,
+    residual: Residual = False,
     precision: Precision = "fp32",
     compile_: Compile = False,
     device: Device = "auto",
@@ -523,7 +529,7 @@ def animate(
         r = api.explain(inputs, model=model, target=target, method=method, out=out, batch_size=batch_size,
                         device=device, label=label, data_dir=data_dir, images=False, video=True, frames=frames,
                         fps=fps, size=size, strict=strict, threshold=threshold, seed=seed, resume=resume,
-                        options=_options(steps, lr, lam, p, alpha, eps, norm, csp_rho), classifier=classifier,
+                        options=_options(steps, lr, lam, p, alpha, eps, norm, csp_rho, residual), classifier=classifier,
                         weights=weights, decoder=decoder, precision=precision, compile=compile_,
                         command=command_line(), progress=update)
     _report(r, "videos")
@@ -561,6 +567,7 @@ def evaluate(
     weights: UserWeights = None,
     decoder: UserDecoder = None,
     csp_rho: CspRho = None,
+    residual: Residual = False,
     precision: Precision = "fp32",
     compile_: Compile = False,
     fid_weights: Annotated[Path | None, typer.Option(
@@ -580,7 +587,8 @@ def evaluate(
         doc = api.evaluate(model, methods=methods, pairs=pairs, n=n, split=split, sources=sources, out=out,
                            save_images=save_images,
                            batch_size=batch_size, device=device, data_dir=data_dir, threshold=threshold,
-                           realism=realism, options=_options(steps, lr, lam, p, alpha, eps, norm, csp_rho), seed=seed,
+                           realism=realism, seed=seed,
+                           options=_options(steps, lr, lam, p, alpha, eps, norm, csp_rho, residual),
                            global_attributions=global_attr, classifier=classifier, weights=weights,
                            decoder=decoder, precision=precision, compile=compile_, fid_weights=fid_weights,
                            lpips_weights=lpips_weights, command=command_line(), progress=update)

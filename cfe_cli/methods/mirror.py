@@ -198,6 +198,10 @@ class MirrorCFE:
         exact_fail: inputs that miss at every probe of the search decode the rest of the grid,
             so an input fails only when no grid k reaches the target (default); False skips
             that scan (quick checks of barely trained decoders, where most inputs fail).
+        residual: decode ``x_k = clip(x_s + G(f_k) − G(f_s), 0, 1)``: the source's own pixels
+            plus the decoder's edit, so k = 0 returns the source exactly and detail the decoder
+            cannot redraw (a face's mouth) is kept; the classifier still judges the returned
+            image. Off by default (the paper decodes G(f_k) itself); one extra decode per input.
 
     Example:
         >>> m = MirrorCFE(clf, dec)                       # doctest: +SKIP
@@ -206,7 +210,8 @@ class MirrorCFE:
 
     def __init__(self, classifier: torch.nn.Module, decoder: torch.nn.Module, *, refine: str = "exact",
                  grid: int = 100, coarse: int = 4, precision: str = "fp32", compile: bool = False,
-                 csp_rho: tuple[float, float] | None = None, exact_fail: bool = True) -> None:
+                 csp_rho: tuple[float, float] | None = None, exact_fail: bool = True,
+                 residual: bool = False) -> None:
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
         self.clf = classifier
@@ -226,6 +231,7 @@ class MirrorCFE:
         self.coarse = max(2, min(coarse, grid))
         self.scan_chunk = 4096  # decodes per pass when rows that missed every probe scan the whole grid
         self.exact_fail = exact_fail
+        self.residual = residual
         self.skips = bool(getattr(decoder, "uses_skips", False))
         self.skip_stem = self.skips and bool(getattr(decoder.config, "skip_stem", False))
         self.rho = csp_rho if csp_rho is not None else (
@@ -251,6 +257,13 @@ class MirrorCFE:
         Shape: ``rows, k (R,)`` -> ``(R, C_img, H, W)``. With a skip decoder the source's
         skip features pass through outside the CSP mask of f_k (spec §5).
         """
+        x_k = self._generate(prep, rows, k)
+        if "x0_hat" in prep:  # residual decoding: the source plus the decoder's edit G(f_k) − G(f_s)
+            x_k = (prep["x"][rows] + (x_k - prep["x0_hat"][rows])).clamp_(0, 1)
+        return x_k
+
+    def _generate(self, prep: dict[str, Tensor], rows: Tensor, k: Tensor) -> Tensor:
+        """G(f_k) for the given rows, each at its own k (the decoder's own image)."""
         f_k = interpolate(prep["f_s"][rows], prep["f_r"][rows], k)
         if not self.skips:
             return self.decode(f_k)
@@ -291,6 +304,10 @@ class MirrorCFE:
         prep = {"f_s": f_s, "f_r": f_r, "source": source, "target": target, "probs": probs}
         if self.skips:
             prep["skips"] = stages[:-1]  # type: ignore[assignment]
+        if self.residual:
+            rows = torch.arange(len(x), device=x.device)
+            prep["x"] = x
+            prep["x0_hat"] = self._generate(prep, rows, torch.zeros(len(x), dtype=f_s.dtype, device=x.device))
         return prep
 
     def _decode_rows(self, prep: dict[str, Tensor], rows: Tensor, idx: Tensor) -> tuple[Tensor, Tensor]:
