@@ -202,6 +202,7 @@ def train_gen(
     adv_focus: str | None = None,
     spe_grid: int | None = None,
     lambda_perc: float | None = None,
+    rec_mask_weight: float | None = None,
     command: str = "",
     progress: Progress | None = None,
 ) -> dict[str, Any]:
@@ -251,7 +252,9 @@ def train_gen(
     to (default, 0: the feature map's own size, the spec's; e.g. 16 on an 8×8 map gives the decoder the
     source's skips in 2× finer cells inside the mask); with ``init``, its own; ``lambda_perc``
     (mirror, default 0): weight of L_perc, the reconstruction's distance to the source in every stage
-    of the explained classifier (a perceptual loss with no extra weights).
+    of the explained classifier (a perceptual loss with no extra weights); ``rec_mask_weight``
+    (mirror, skip decoders, default 1): L_rec's pixels inside the k = 0 CSP mask, which the decoder
+    redraws from SPE's input even when nothing is edited, count this many times.
     """
     from cfe_cli.methods.mirror import PRECISIONS, MirrorCFE
     from cfe_cli.training import DISCRIMINATORS, MirrorTrainConfig, train_mirror
@@ -277,11 +280,12 @@ def train_gen(
                                or disc_rec is not None or hard_share is not None or hard_below is not None
                                or time_limit is not None or width is not None or min_width is not None
                                or spe_upsample is not None or adv_focus is not None or spe_grid is not None
-                               or lambda_perc is not None):
+                               or lambda_perc is not None or rec_mask_weight is not None):
         raise InputError("--init, --lambda-cls, --lambda-adv, --k-cfe-share, --augment, --precision, --schedule, "
                          "--disc, --skips, --skip-stem, --csp-rho, --pairs, --pair-share, --lr-d, --disc-rec, "
                          "--hard-share, --hard-below, --time-limit, --width, --min-width, --spe-upsample, "
-                         "--adv-focus, --spe-grid and --lambda-perc are options of --method mirror")
+                         "--adv-focus, --spe-grid, --lambda-perc and --rec-mask-weight are options of --method "
+                         "mirror")
     for flag, v in (("--width", width), ("--min-width", min_width)):
         if v is not None and not 4 <= v <= 1024:
             raise InputError(f"{flag} must be in [4, 1024] channels; got {v}")
@@ -304,6 +308,10 @@ def train_gen(
         raise InputError("--spe-grid belongs to a skip decoder (--skips or --skip-stem)")
     if lambda_perc is not None and not lambda_perc >= 0:
         raise InputError("--lambda-perc must be 0 or more")
+    if rec_mask_weight is not None and not rec_mask_weight >= 1:
+        raise InputError("--rec-mask-weight must be 1 or more")
+    if rec_mask_weight not in (None, 1.0) and not (skips or skip_stem or init is not None):
+        raise InputError("--rec-mask-weight belongs to a skip decoder (--skips or --skip-stem)")
     if time_limit is not None and not time_limit > 0:
         raise InputError("--time-limit must be a positive number of seconds")
     if hard_share is not None and not 0.0 <= hard_share <= 1.0:
@@ -356,7 +364,8 @@ def train_gen(
                             lr_d=lr_d, disc_rec=True if disc_rec is None else disc_rec,
                             hard_share=hard_share or 0.0, hard_below=0.7 if hard_below is None else hard_below,
                             width=width, min_width=min_width, spe_upsample=spe_upsample,
-                            adv_focus=adv_focus or "image", spe_grid=spe_grid, lambda_perc=lambda_perc or 0.0)
+                            adv_focus=adv_focus or "image", spe_grid=spe_grid, lambda_perc=lambda_perc or 0.0,
+                            rec_mask_weight=1.0 if rec_mask_weight is None else float(rec_mask_weight))
     start_dec, earlier = None, []
     if init is not None:
         from cfe_cli.models.weights import load_decoder

@@ -328,6 +328,9 @@ def train_gen(
     lambda_perc: Annotated[float | None, typer.Option("--lambda-perc", help="mirror: weight of a perceptual "
                                                       "reconstruction loss in the classifier's own stage "
                                                       "features (default 0).")] = None,
+    rec_mask_weight: Annotated[float | None, typer.Option(
+        "--rec-mask-weight", help="mirror, skip decoders: L_rec's pixels inside the k = 0 CSP mask (what the "
+                                  "decoder redraws even at k = 0) count this many times (default 1).")] = None,
     device: Device = "auto",
     data_dir: DataDir = None,
 ) -> None:
@@ -345,7 +348,7 @@ def train_gen(
                           pair_share=pair_share, lr_d=lr_d, disc_rec=disc_rec, hard_share=hard_share,
                           hard_below=hard_below, time_limit=time_limit, width=width, min_width=min_width,
                           spe_upsample=spe_upsample, adv_focus=adv_focus, spe_grid=spe_grid,
-                          lambda_perc=lambda_perc, command=command_line(),
+                          lambda_perc=lambda_perc, rec_mask_weight=rec_mask_weight, command=command_line(),
                           progress=update)
     if method == "vae":
         console.print(_tagged("VAE", "green", f" -> {r['path']} ({r['seconds']:.0f} s); test reconstruction L1 "

@@ -223,9 +223,24 @@ class MirrorTrainConfig:
     adv_focus: str = "image"  # or "edit" (skip decoders): the GAN losses count only the patches the CSP mask edits
     spe_grid: int | None = None  # skip decoders: the grid SPE pools each skip to (None: init's or f_k's size)
     lambda_perc: float = 0.0  # weight of L_perc, the reconstruction's distance in the classifier's stage features
+    rec_mask_weight: float = 1.0  # skip decoders: L_rec's pixels inside the k = 0 CSP mask count this many times
 
 
 DISCRIMINATOR_FOCUS = ("image", "edit")
+
+
+def rec_loss(x: torch.Tensor, x_rec: torch.Tensor, mask: torch.Tensor | None, weight: float = 1.0) -> torch.Tensor:
+    """L_rec = mean |x − x̂|, with the pixels inside the k = 0 CSP mask counted ``weight`` times.
+
+    The mask ``(B, 1, h, w)`` marks the cells the decoder redraws from SPE's input even at k = 0 (a
+    face's mouth, ~6 % of the image); with weight 1 this is the plain L1 of the spec.
+    Shape: ``x, x_rec (B, C, H, W)`` -> scalar.
+    """
+    err = (x - x_rec).abs()
+    if mask is None or weight == 1.0:
+        return err.mean()
+    w = 1.0 + (weight - 1.0) * F.interpolate(mask.to(err.dtype), size=err.shape[-2:], mode="nearest")
+    return (err * w).mean()
 
 
 def edit_weights(mask: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -394,6 +409,9 @@ def train_mirror(classifier: torch.nn.Module, train: Dataset, cfg: MirrorTrainCo
         raise ValueError("--spe-grid belongs to a skip decoder (--skips or --skip-stem)")
     if cfg.adv_focus == "edit" and not skips:
         raise ValueError("--adv-focus edit needs a skip decoder (--skips or --skip-stem): the CSP mask marks the edit")
+    if cfg.rec_mask_weight != 1.0 and not skips:
+        raise ValueError("--rec-mask-weight needs a skip decoder (--skips or --skip-stem): the CSP mask marks what "
+                         "the reconstruction redraws")
     with torch.no_grad():
         x0 = train.images[:2].to(device)
         st0 = clf.stages(x0, stem=stem) if skips else [clf.features(x0)]
@@ -510,7 +528,7 @@ def train_mirror(classifier: torch.nn.Module, train: Dataset, cfg: MirrorTrainCo
             log_p = F.log_softmax(z_hat @ W.T + b, dim=1)
             l_cls = F.kl_div(log_p, q_k, reduction="batchmean")
             l_fea = (z_k - z_hat).norm(dim=1).mean()
-            l_rec = (x - x_rec).abs().mean()
+            l_rec = rec_loss(x, x_rec, mask[B:] if skips else None, cfg.rec_mask_weight)
             l_perc = x.new_zeros(())
             if cfg.lambda_perc:  # the reconstruction against the source in every stage of the classifier
                 with amp:

@@ -326,11 +326,12 @@ def test_decoder_width_is_set_stored_and_kept_by_init(tiny_model, tmp_path):
     assert load_decoder(tmp_path, device="cpu", file=focus)[1]["train"]["adv_focus"] == "edit"
     fine = tmp_path / "fine.safetensors"  # SPE on a 2x finer grid + the perceptual reconstruction loss
     r = runner.invoke(app, ["train-gen", "--model", str(tiny_model), "--init", str(smooth), "--max-steps", "1",
-                            "--spe-grid", "14", "--lambda-perc", "1", "--out", str(fine), "--data-dir", str(root),
-                            "--device", "cpu"])
+                            "--spe-grid", "14", "--lambda-perc", "1", "--rec-mask-weight", "10", "--out", str(fine),
+                            "--data-dir", str(root), "--device", "cpu"])
     assert r.exit_code == 0, r.output
     dec, meta = load_decoder(tmp_path, device="cpu", file=fine)
     assert dec.config.spe_grid == 14 and meta["train"]["lambda_perc"] == 1.0
+    assert meta["train"]["rec_mask_weight"] == 10.0
     for bad, msg in ((["--width", "2"], "--width must be in [4, 1024]"),
                      (["--init", str(wide), "--width", "64"], "does not fit"),
                      (["--spe-upsample", "bicubic", "--skips"], "unknown --spe-upsample 'bicubic'"),
@@ -339,7 +340,9 @@ def test_decoder_width_is_set_stored_and_kept_by_init(tiny_model, tmp_path):
                      (["--adv-focus", "mouth", "--skips"], "unknown --adv-focus 'mouth'"),
                      (["--spe-grid", "14"], "--spe-grid belongs to a skip decoder"),
                      (["--spe-grid", "-1", "--skips"], "--spe-grid must be in [0, 1024]"),
-                     (["--lambda-perc", "-1"], "--lambda-perc must be 0 or more")):
+                     (["--lambda-perc", "-1"], "--lambda-perc must be 0 or more"),
+                     (["--rec-mask-weight", "0.5", "--skips"], "--rec-mask-weight must be 1 or more"),
+                     (["--rec-mask-weight", "10"], "--rec-mask-weight belongs to a skip decoder")):
         r = runner.invoke(app, ["train-gen", "--model", str(tiny_model), "--max-steps", "1", *bad,
                                 "--out", str(tmp_path / "x.safetensors"), "--data-dir", str(root), "--device", "cpu"])
         lines = [ln for ln in r.output.splitlines() if ln.strip()]

@@ -394,6 +394,24 @@ def test_stage_distance_is_zero_on_the_source_and_scale_free():
     torch.testing.assert_close(stage_distance([b[0], 100 * b[1]], [a[0], 100 * a[1]]), d)
 
 
+def test_masked_reconstruction_weight_counts_the_redrawn_cells_more():
+    """--rec-mask-weight W: an error inside the k = 0 CSP mask costs W times as much, one outside
+    the same as plain L1; W = 1 (or no mask) is the spec's L_rec."""
+    from cfe_cli.training import rec_loss
+
+    x = torch.zeros(2, 3, 8, 8)
+    mask = torch.zeros(2, 1, 2, 2)
+    mask[:, :, 0, 0] = 1  # the top-left 4x4 pixels
+    inside, outside = x.clone(), x.clone()
+    inside[:, :, :4, :4] = 0.5
+    outside[:, :, 4:, 4:] = 0.5
+    plain = (inside - x).abs().mean()
+    torch.testing.assert_close(rec_loss(x, inside, None, 10.0), plain)
+    torch.testing.assert_close(rec_loss(x, inside, mask, 1.0), plain)
+    torch.testing.assert_close(rec_loss(x, inside, mask, 10.0), 10 * plain)
+    torch.testing.assert_close(rec_loss(x, outside, mask, 10.0), (outside - x).abs().mean())
+
+
 def test_edit_focus_counts_only_the_patches_the_csp_mask_edits():
     """--adv-focus edit: the CSP mask of a real MNIST reflection, on the discriminator's patch grid,
     covers the mask's cells (dilated by a patch) and not the whole image; the focused GAN loss does
