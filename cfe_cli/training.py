@@ -533,8 +533,11 @@ def train_mirror(classifier: torch.nn.Module, train: Dataset, cfg: MirrorTrainCo
             if cfg.lambda_perc:  # the reconstruction against the source in every stage of the classifier
                 with amp:
                     st_rec = clf.stages(x_rec, stem=True) if hasattr(clf, "stages") else [clf.features(x_rec)]
-                with torch.no_grad():
-                    st_src = clf.stages(x, stem=True) if hasattr(clf, "stages") else [clf.features(x)]
+                if skips and stem:  # the source's stages were computed above for the skips
+                    st_src = st
+                else:
+                    with torch.no_grad():
+                        st_src = clf.stages(x, stem=True) if hasattr(clf, "stages") else [clf.features(x)]
                 l_perc = stage_distance(st_rec, st_src)
             l_tri = triangulation_loss(x, x_k, x_ref, z_s, z_k, z_ref, cfg.alpha).mean()
             l_adv = focused_mean(F.softplus(-d_fake), w_fake)
