@@ -45,16 +45,30 @@ def _tagged(tag: str, style: str, rest: str = "") -> Text:
 STATE = {"debug": False}
 F = TypeVar("F", bound=Callable[..., Any])
 
+PANEL_IO, PANEL_METHOD, PANEL_SPEED, PANEL_OWN = "Inputs & outputs", "Method", "Speed", "Your own classifier"
+PANEL_DEC = "Mirror-CFE decoder (MirrorTrainConfig)"
+
+
+def _method_panel(key: str) -> str:
+    """The help panel of a method option, named from the registry: "Options of gci", "Options of attack, gci…"."""
+    from cfe_cli.methods import option_owners
+
+    return f"Options of {', '.join(option_owners(key))}"
+
+
 DataDir = Annotated[
     Path | None,
-    typer.Option("--data-dir", help="Folder holding the datasets (default: $CFE_DATA_DIR).", show_default=False),
+    typer.Option("--data-dir", rich_help_panel=PANEL_IO,
+        help="Folder holding the datasets (default: $CFE_DATA_DIR).", show_default=False),
 ]
-Device = Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")]
+Device = Annotated[str, typer.Option("--device", rich_help_panel=PANEL_SPEED, help="auto, cpu or cuda.")]
 Precision = Annotated[str, typer.Option(
-    "--precision", help="fp32 (exact) or bf16: Mirror-CFE decodes in bfloat16, the optimisation methods autocast; "
+    "--precision", rich_help_panel=PANEL_SPEED,
+        help="fp32 (exact) or bf16: Mirror-CFE decodes in bfloat16, the optimisation methods autocast; "
     "verdicts stay float32 (faster on GPUs and CPUs with bf16 units).")]
 Compile = Annotated[bool, typer.Option(
-    "--compile", help="Mirror-CFE: torch.compile the decoder and classifier (~1 min once, then faster; large runs).")]
+    "--compile/--no-compile", rich_help_panel=PANEL_SPEED,
+        help="Mirror-CFE: torch.compile the decoder and classifier (~1 min once, then faster; large runs).")]
 
 
 def command_line() -> str:
@@ -235,24 +249,49 @@ def datasets(data_dir: DataDir = None,
         console.print("no datasets found")
 
 
+@app.command("methods")
+@handle_errors
+def methods(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
+    """List the registered counterfactual methods, their paper and their options with defaults."""
+    from cfe_cli import api
+
+    found = api.methods()
+    if as_json:
+        typer.echo(json.dumps(found, indent=2, default=str))
+        return
+    t = Table(title="methods")
+    for col in ("name", "paper", "second image", "options (flag = default)"):
+        t.add_column(col)
+    for m in found:
+        opts = ", ".join(f"{o['flag']} = {o['default']}" for o in m["options"] if o["flag"])
+        t.add_row(m["name"], m["paper"], m["second_image"], opts or "-")
+    t.caption = "an option of another method is refused (cfe explain --method pgd --lambda 5 is an error)"
+    console.print(t)
+
+
 def _pending(name: str, issue: str) -> None:
     raise NotImplementedYet(f"'cfe {name}' is not implemented yet ({issue})")
 
 
-Model = Annotated[str, typer.Option("--model", help="Model name (weights/NAME) or folder.")]
+Model = Annotated[str, typer.Option("--model", rich_help_panel=PANEL_IO, help="Model name (weights/NAME) or folder.")]
 
 
 UserClf = Annotated[str | None, typer.Option(
-    "--classifier", help="Your own classifier: module:factory (with --weights) or a TorchScript file; "
+    "--classifier", rich_help_panel=PANEL_OWN,
+        help="Your own classifier: module:factory (with --weights) or a TorchScript file; "
     "--model then gives the data, classes and generators.")]
-UserWeights = Annotated[Path | None, typer.Option("--weights", help="safetensors state dict for --classifier.")]
+UserWeights = Annotated[Path | None, typer.Option("--weights", rich_help_panel=PANEL_OWN,
+    help="safetensors state dict for --classifier.")]
 UserDecoder = Annotated[Path | None, typer.Option(
-    "--decoder", help="Mirror-CFE decoder trained for --classifier (cfe train-gen ... --out FILE).")]
+    "--decoder", rich_help_panel=PANEL_OWN,
+        help="Mirror-CFE decoder trained for --classifier (cfe train-gen ... --out FILE).")]
 CspRho = Annotated[str | None, typer.Option(
-    "--csp-rho", help="Mirror-CFE, skip decoders: CSP thresholds LOW,HIGH for this run instead of the decoder's "
+    "--csp-rho", rich_help_panel=_method_panel("csp_rho"),
+        help="Mirror-CFE, skip decoders: CSP thresholds LOW,HIGH for this run instead of the decoder's "
                       "own (a lower LOW lets more of the image change near the reflection).")]
 Residual = Annotated[bool, typer.Option(
-    "--residual", help="Mirror-CFE: x_k = source + G(f_k) − G(f_s), the source's own pixels plus the decoder's "
+    "--residual/--no-residual", rich_help_panel=_method_panel("residual"),
+        help="Mirror-CFE: x_k = source + G(f_k) − G(f_s), the source's own pixels plus the decoder's "
                        "edit (k = 0 is the source exactly; keeps detail the decoder blurs).")]
 
 
@@ -260,7 +299,8 @@ Residual = Annotated[bool, typer.Option(
 @handle_errors
 def train_gen(
     model: Model,
-    method: Annotated[str, typer.Option("--method", help="mirror (Mirror-CFE decoder), vae (latent methods) or cvae "
+    method: Annotated[str, typer.Option("--method", rich_help_panel=PANEL_DEC,
+        help="mirror (Mirror-CFE decoder), vae (latent methods) or cvae "
                                                   "(attribute-conditional VAE for GCI; CelebA).")] = "mirror",
     epochs: Annotated[int | None, typer.Option("--epochs", help="Epochs (default 20).")] = None,
     batch_size: Annotated[int | None, typer.Option("--batch-size", help="Default 64 (mirror), 128 (vae).")] = None,
@@ -272,69 +312,103 @@ def train_gen(
     weights: UserWeights = None,
     out: Annotated[Path | None, typer.Option("--out", help="Write the generator to this .safetensors file "
                                              "(required with --classifier).")] = None,
-    init: Annotated[Path | None, typer.Option("--init", help="mirror: fine-tune this decoder .safetensors.")] = None,
-    lambda_cls: Annotated[float | None, typer.Option("--lambda-cls", help="mirror: classification-loss weight "
+    init: Annotated[Path | None, typer.Option("--init", rich_help_panel=PANEL_DEC,
+        help="mirror: fine-tune this decoder .safetensors.")] = None,
+    lambda_cls: Annotated[float | None, typer.Option("--lambda-cls", rich_help_panel=PANEL_DEC,
+        help="mirror: classification-loss weight "
                                                      "(default 1).")] = None,
-    lambda_adv: Annotated[float | None, typer.Option("--lambda-adv", help="mirror: adversarial-loss weight "
+    lambda_adv: Annotated[float | None, typer.Option("--lambda-adv", rich_help_panel=PANEL_DEC,
+        help="mirror: adversarial-loss weight "
                                                      "(default 0.1).")] = None,
-    k_cfe_share: Annotated[float | None, typer.Option("--k-cfe-share", help="mirror: share of training samples with "
+    k_cfe_share: Annotated[float | None, typer.Option("--k-cfe-share", rich_help_panel=PANEL_DEC,
+        help="mirror: share of training samples with "
                                                       "k drawn from U[0.5, 1] instead of U[0, 1] (default 0).")] = None,
-    augment: Annotated[str | None, typer.Option("--augment", help="mirror: augmentation of the training images "
+    augment: Annotated[str | None, typer.Option("--augment", rich_help_panel=PANEL_DEC,
+        help="mirror: augmentation of the training images "
                                                 "(names as for train-clf; default none).")] = None,
-    precision: Annotated[str | None, typer.Option("--precision", help="mirror: fp32 or bf16 (bfloat16 autocast of "
+    precision: Annotated[str | None, typer.Option("--precision", rich_help_panel=PANEL_DEC,
+        help="mirror: fp32 or bf16 (bfloat16 autocast of "
                                                   "the forward passes; default fp32).")] = None,
-    schedule: Annotated[str | None, typer.Option("--schedule", help="mirror: constant or cosine learning rate "
+    schedule: Annotated[str | None, typer.Option("--schedule", rich_help_panel=PANEL_DEC,
+        help="mirror: constant or cosine learning rate "
                                                  "(default constant).")] = None,
-    disc: Annotated[str | None, typer.Option("--disc", help="mirror: discriminator, patch (PatchGAN) or class "
+    disc: Annotated[str | None, typer.Option("--disc", rich_help_panel=PANEL_DEC,
+        help="mirror: discriminator, patch (PatchGAN) or class "
                                              "(class-conditional projection PatchGAN; default patch).")] = None,
-    skips: Annotated[bool, typer.Option("--skips", help="mirror: decoder with the paper's skip-connection "
+    skips: Annotated[bool, typer.Option("--skips", rich_help_panel=PANEL_DEC,
+        help="mirror: decoder with the paper's skip-connection "
                                         "controller (SPE + CSP): the source's earlier-stage features pass "
                                         "through outside the class regions.")] = False,
-    skip_stem: Annotated[bool, typer.Option("--skip-stem", help="mirror: also feed the classifier's "
+    skip_stem: Annotated[bool, typer.Option("--skip-stem", rich_help_panel=PANEL_DEC,
+        help="mirror: also feed the classifier's "
                                             "full-resolution stem as a skip (implies --skips; with --init a "
                                             "decoder without it is grown into one with it).")] = False,
-    csp_rho: Annotated[str | None, typer.Option("--csp-rho", help="mirror, skip decoders: the CSP mask's thresholds "
+    csp_rho: Annotated[str | None, typer.Option("--csp-rho", rich_help_panel=PANEL_DEC,
+        help="mirror, skip decoders: the CSP mask's thresholds "
                                                 "LOW,HIGH of rho(k) = clip(1 - k, LOW, HIGH) (default 0.1,0.5 or "
                                                 "those of --init).")] = None,
-    pairs: Annotated[str | None, typer.Option("--pairs", help="mirror: SOURCE:TARGET pairs to train more often, "
+    pairs: Annotated[str | None, typer.Option("--pairs", rich_help_panel=PANEL_DEC,
+        help="mirror: SOURCE:TARGET pairs to train more often, "
                                               "e.g. 8:3,3:8 (class names or indices).")] = None,
-    pair_share: Annotated[float | None, typer.Option("--pair-share", help="mirror, with --pairs: share of a listed "
+    pair_share: Annotated[float | None, typer.Option("--pair-share", rich_help_panel=PANEL_DEC,
+        help="mirror, with --pairs: share of a listed "
                                                      "source's samples that take the pair's target (default "
                                                      "0.5).")] = None,
-    lr_d: Annotated[float | None, typer.Option("--lr-d", help="mirror: the discriminator's learning rate (default: "
+    lr_d: Annotated[float | None, typer.Option("--lr-d", rich_help_panel=PANEL_DEC,
+        help="mirror: the discriminator's learning rate (default: "
                                                "--lr; larger gives two time-scale updates).")] = None,
-    disc_rec: Annotated[bool | None, typer.Option("--disc-rec/--no-disc-rec", help="mirror: the discriminator "
+    disc_rec: Annotated[bool | None, typer.Option("--disc-rec/--no-disc-rec", rich_help_panel=PANEL_DEC,
+        help="mirror: the discriminator "
                                                   "also scores the reconstructions as fakes (default on).")] = None,
-    hard_share: Annotated[float | None, typer.Option("--hard-share", help="mirror: share of each batch drawn from "
+    hard_share: Annotated[float | None, typer.Option("--hard-share", rich_help_panel=PANEL_DEC,
+        help="mirror: share of each batch drawn from "
                                                      "the training images the classifier is unsure of (default "
                                                      "0).")] = None,
-    hard_below: Annotated[float | None, typer.Option("--hard-below", help="mirror, with --hard-share: unsure = top "
+    hard_below: Annotated[float | None, typer.Option("--hard-below", rich_help_panel=PANEL_DEC,
+        help="mirror, with --hard-share: unsure = top "
                                                      "class probability below this (default 0.7).")] = None,
-    time_limit: Annotated[float | None, typer.Option("--time-limit", help="mirror: stop training after this many "
+    time_limit: Annotated[float | None, typer.Option("--time-limit", rich_help_panel=PANEL_DEC,
+        help="mirror: stop training after this many "
                                                      "seconds and save (cosine schedules decay over it).")] = None,
-    width: Annotated[int | None, typer.Option("--width", help="mirror: the decoder's channels at the feature "
+    width: Annotated[int | None, typer.Option("--width", rich_help_panel=PANEL_DEC,
+        help="mirror: the decoder's channels at the feature "
                                               "map's size, halved per octave (default 64, or --init's).")] = None,
-    min_width: Annotated[int | None, typer.Option("--min-width", help="mirror: the fewest channels the halving "
+    min_width: Annotated[int | None, typer.Option("--min-width", rich_help_panel=PANEL_DEC,
+        help="mirror: the fewest channels the halving "
                                                   "stops at (default 32, or --init's).")] = None,
-    spe_upsample: Annotated[str | None, typer.Option("--spe-upsample", help="mirror, skip decoders: how SPE "
+    spe_upsample: Annotated[str | None, typer.Option("--spe-upsample", rich_help_panel=PANEL_DEC,
+        help="mirror, skip decoders: how SPE "
                                                      "resizes its features to each skip, nearest (default, "
                                                      "blocks) or bilinear (or --init's).")] = None,
-    adv_focus: Annotated[str | None, typer.Option("--adv-focus", help="mirror, skip decoders: which "
+    adv_focus: Annotated[str | None, typer.Option("--adv-focus", rich_help_panel=PANEL_DEC,
+        help="mirror, skip decoders: which "
                                                   "discriminator patches of a decoded image are fakes, image "
                                                   "(all; default) or edit (those in the CSP mask).")] = None,
-    spe_grid: Annotated[int | None, typer.Option("--spe-grid", help="mirror, skip decoders: the grid SPE pools "
+    spe_grid: Annotated[int | None, typer.Option("--spe-grid", rich_help_panel=PANEL_DEC,
+        help="mirror, skip decoders: the grid SPE pools "
                                                  "the source's skips to, in cells (default 0: the feature map's "
                                                  "size, or --init's).")] = None,
-    lambda_perc: Annotated[float | None, typer.Option("--lambda-perc", help="mirror: weight of a perceptual "
+    lambda_perc: Annotated[float | None, typer.Option("--lambda-perc", rich_help_panel=PANEL_DEC,
+        help="mirror: weight of a perceptual "
                                                       "reconstruction loss in the classifier's own stage "
                                                       "features (default 0).")] = None,
     rec_mask_weight: Annotated[float | None, typer.Option(
-        "--rec-mask-weight", help="mirror, skip decoders: L_rec's pixels inside the k = 0 CSP mask (what the "
+        "--rec-mask-weight", rich_help_panel=PANEL_DEC,
+            help="mirror, skip decoders: L_rec's pixels inside the k = 0 CSP mask (what the "
                                   "decoder redraws even at k = 0) count this many times (default 1).")] = None,
+    config: Annotated[Path | None, typer.Option(
+        "--config", help="mirror: a TOML file of MirrorTrainConfig fields (its [mirror] table), e.g. "
+                         "lambda_adv = 0.5; flags and --set override it.")] = None,
+    settings: Annotated[list[str] | None, typer.Option(
+        "--set", help="mirror: one MirrorTrainConfig field as KEY=VALUE (repeatable), e.g. --set lambda_tri=2.")]
+    = None,
     device: Device = "auto",
     data_dir: DataDir = None,
 ) -> None:
-    """Train a generator against a model's frozen classifier (writes weights/NAME/<method>.safetensors)."""
+    """Train a generator against a model's frozen classifier (writes weights/NAME/<method>.safetensors).
+
+    The decoder's research knobs are MirrorTrainConfig fields: the flags below, --config FILE.toml or --set KEY=VALUE.
+    """
     from cfe_cli import api
 
     fields = {"mirror": ("epoch", "cls", "adv", "rec", "fea", "tri", "d") + (("perc",) if lambda_perc else ()),
@@ -348,8 +422,8 @@ def train_gen(
                           pair_share=pair_share, lr_d=lr_d, disc_rec=disc_rec, hard_share=hard_share,
                           hard_below=hard_below, time_limit=time_limit, width=width, min_width=min_width,
                           spe_upsample=spe_upsample, adv_focus=adv_focus, spe_grid=spe_grid,
-                          lambda_perc=lambda_perc, rec_mask_weight=rec_mask_weight, command=command_line(),
-                          progress=update)
+                          lambda_perc=lambda_perc, rec_mask_weight=rec_mask_weight, config=config,
+                          settings=settings, command=command_line(), progress=update)
     if method == "vae":
         console.print(_tagged("VAE", "green", f" -> {r['path']} ({r['seconds']:.0f} s); test reconstruction L1 "
                       f"{r['reconstruction_l1']:.4f}, classifier accuracy on reconstructions "
@@ -375,18 +449,28 @@ def train_gen(
                       f"{last['of_steps']} steps")
 
 
-Inputs = Annotated[list[str], typer.Argument(help="Image files, folders (recursive) or DATASET:SPLIT:INDEX.")]
-Target = Annotated[str | None, typer.Option("--target", help="Target class name or index (default: runner-up).")]
-Method = Annotated[str, typer.Option("--method", help="mirror, attack, gci, cecas or pgd.")]
-Steps = Annotated[int | None, typer.Option("--steps", help="Step cap of the optimisation methods.")]
-Lr = Annotated[float | None, typer.Option("--lr", help="Adam learning rate of the latent methods.")]
-Threshold = Annotated[float, typer.Option("--threshold", help="Target probability the optimisation stops at.")]
-Lam = Annotated[float | None, typer.Option("--lambda", help="GCI: weight λ of the classification loss.")]
-PNorm = Annotated[float | None, typer.Option("--p", help="GCI: exponent p of the proximity term.")]
-Alpha = Annotated[float | None, typer.Option("--alpha", help="CECAS: weight of the spurious-factor penalty.")]
-Eps = Annotated[float | None, typer.Option("--eps", help="PGD: ε-ball radius (default 0.3 L∞, 3.0 L2).")]
-Norm = Annotated[str | None, typer.Option("--norm", help="PGD: linf or l2.")]
-Seed = Annotated[int, typer.Option("--seed", help="Random seed (runs repeat exactly).")]
+Inputs = Annotated[list[str], typer.Argument(rich_help_panel=PANEL_IO,
+    help="Image files, folders (recursive) or DATASET:SPLIT:INDEX.")]
+Target = Annotated[str | None, typer.Option("--target", rich_help_panel=PANEL_IO,
+    help="Target class name or index (default: runner-up).")]
+Method = Annotated[str, typer.Option("--method", rich_help_panel=PANEL_METHOD,
+                                      help="A registered method (cfe methods): mirror, attack, gci, cecas or pgd.")]
+Steps = Annotated[int | None, typer.Option("--steps", rich_help_panel=_method_panel("max_steps"),
+    help="Step cap of the optimisation methods.")]
+Lr = Annotated[float | None, typer.Option("--lr", rich_help_panel=_method_panel("lr"),
+    help="Adam learning rate of the latent methods.")]
+Threshold = Annotated[float, typer.Option("--threshold", rich_help_panel=PANEL_METHOD,
+    help="Target probability the optimisation stops at.")]
+Lam = Annotated[float | None, typer.Option("--lambda", rich_help_panel=_method_panel("lam"),
+    help="GCI: weight λ of the classification loss.")]
+PNorm = Annotated[float | None, typer.Option("--p", rich_help_panel=_method_panel("p"),
+    help="GCI: exponent p of the proximity term.")]
+Alpha = Annotated[float | None, typer.Option("--alpha", rich_help_panel=_method_panel("alpha"),
+    help="CECAS: weight of the spurious-factor penalty.")]
+Eps = Annotated[float | None, typer.Option("--eps", rich_help_panel=_method_panel("eps"),
+    help="PGD: ε-ball radius (default 0.3 L∞, 3.0 L2).")]
+Norm = Annotated[str | None, typer.Option("--norm", rich_help_panel=_method_panel("norm"), help="PGD: linf or l2.")]
+Seed = Annotated[int, typer.Option("--seed", rich_help_panel=PANEL_METHOD, help="Random seed (runs repeat exactly).")]
 
 
 def _parse_rho(text: str | None) -> tuple[float, float] | None:
@@ -405,41 +489,60 @@ def _options(steps, lr, lam, p, alpha, eps, norm, csp_rho=None,  # type: ignore[
     opts = {"max_steps": steps, "lr": lr, "lam": lam, "p": p, "alpha": alpha, "eps": eps, "norm": norm,
             "csp_rho": _parse_rho(csp_rho), "residual": residual or None}
     return {k: v for k, v in opts.items() if v is not None}
-Out = Annotated[Path, typer.Option("--out", help="Output folder.")]
-Label = Annotated[str | None, typer.Option("--label", help="Ground-truth class of file inputs.")]
-Batch = Annotated[int, typer.Option("--batch-size", help="Inputs per batch.")]
-Strict = Annotated[bool, typer.Option("--strict", help="Refuse images of another size instead of resizing.")]
-Resume = Annotated[bool, typer.Option("--resume", help="Skip inputs whose outputs in --out are complete.")]
+Out = Annotated[Path, typer.Option("--out", rich_help_panel=PANEL_IO, help="Output folder.")]
+Label = Annotated[str | None, typer.Option("--label", rich_help_panel=PANEL_IO,
+    help="Ground-truth class of file inputs.")]
+Batch = Annotated[int, typer.Option("--batch-size", rich_help_panel=PANEL_SPEED, help="Inputs per batch.")]
+Strict = Annotated[bool, typer.Option("--strict/--no-strict", rich_help_panel=PANEL_IO,
+    help="Refuse images of another size instead of resizing.")]
+Resume = Annotated[bool, typer.Option("--resume/--no-resume", rich_help_panel=PANEL_IO,
+    help="Skip inputs whose outputs in --out are complete.")]
+
+
+SECOND_HEAD = {"reflection": "reflection (k=1)", "reconstruction": "reconstruction", "perturbation": "perturbation"}
 
 
 def _report(r: dict[str, Any], what: str) -> None:
+    """The run's table with a legend, the failed and skipped inputs, and the exit code (1 only on failures)."""
     for w in r["warnings"]:
         err_console.print(_tagged("warning:", "yellow", f" {w}"), highlight=False)
-    if r["results"]:
+    recs = r["results"]
+    if recs:
+        second = next((k[:-5] for k in ("reflection_pred", "reconstruction_pred") if recs[0].get(k)), None)
+        mirror = "first_cfe_k" in recs[0] and recs[0].get("decodes") is not None
         t = Table(title=what)
-        for col in ("name", "source", "target", "k / steps", "CF pred", "third", "valid", "L1"):
+        cols = ["name", "source (conf)", "target", "k of 1st CFE" if mirror else "steps", "counterfactual (conf)"]
+        cols += [SECOND_HEAD[second] + " (conf)"] if second else []
+        for col in cols + ["valid", "L1"]:
             t.add_column(col)
 
         def conf(pred: Any, c: Any) -> str:
             return "-" if pred is None else f"{pred} ({c:.2f})"
 
-        for rec in r["results"][:50]:
-            k = (f"k={rec['first_cfe_k']:.2f}" if rec.get("first_cfe_k") is not None
+        for rec in recs[:50]:
+            k = (f"{rec['first_cfe_k']:.2f}" if rec.get("first_cfe_k") is not None
                  else str(rec["steps"]) if "steps" in rec else "-")
-            third = (conf(rec["reflection_pred"], rec["reflection_conf"]) if rec.get("reflection_pred")
-                     else conf(rec.get("reconstruction_pred"), rec.get("reconstruction_conf")))
+            extra = [conf(rec.get(f"{second}_pred"), rec.get(f"{second}_conf"))] if second else []
             t.add_row(rec["name"], conf(rec["source_pred"], rec["source_conf"]), str(rec["target"]), k,
-                      conf(rec["cf_pred"], rec["cf_conf"]), third,
+                      conf(rec["cf_pred"], rec["cf_conf"]), *extra,
                       Text("yes", style="green") if rec["valid"] else Text("no", style="red"),
                       "-" if rec["l1"] is None else f"{rec['l1']:.3f}")
-        if len(r["results"]) > 50:
-            t.caption = f"first 50 of {len(r['results'])} rows; all in metrics.json"
+        legend = ("valid: " + ("the 1st CFE exists — the first k on the 100-point path whose image the classifier "
+                               "assigns to the target (argmax, no threshold); k = 0.5 is the mirror, 1 the full "
+                               "reflection" if mirror else
+                               "the optimisation reached --threshold on the target (and argmax = target)")
+                  + "; conf: the classifier's probability; L1: mean |x_cf − x| per pixel")
+        t.caption = legend + (f"\nfirst 50 of {len(recs)} rows; all in metrics.json" if len(recs) > 50 else "")
         console.print(t)
     for f in r["failures"]:
         err_console.print(_tagged("failed:", "red", f" {f['input']}: {f['error']}"), highlight=False, soft_wrap=True)
-    n_ok = sum(1 for rec in r["results"] if rec["valid"])
-    skipped = f", {r['skipped']} already done (--resume)" if r.get("skipped") else ""
-    console.print(f"{len(r['results'])} explained, {n_ok} valid, {len(r['failures'])} failed{skipped} "
+    for sk in r.get("skipped", []):
+        err_console.print(_tagged("skipped:", "yellow", f" {sk['input']}: {sk['reason']}"), highlight=False,
+                          soft_wrap=True)
+    n_ok = sum(1 for rec in recs if rec["valid"])
+    resumed = f", {r['resumed']} already done (--resume)" if r.get("resumed") else ""
+    n_skip = f", {len(r['skipped'])} skipped" if r.get("skipped") else ""
+    console.print(f"{len(recs)} explained, {n_ok} valid, {len(r['failures'])} failed{n_skip}{resumed} "
                   f"-> {r['metrics_path']}")
     if r["failures"]:
         raise typer.Exit(1)
@@ -455,8 +558,10 @@ def explain(
     out: Out = Path("out"),
     batch_size: Batch = 64,
     label: Label = None,
-    video: Annotated[bool, typer.Option("--video", help="Also write the MP4 morph video of each input.")] = False,
-    attributions: Annotated[bool, typer.Option("--attributions", help="Latent methods: probe scores + chart.")] = False,
+    video: Annotated[bool, typer.Option("--video/--no-video", rich_help_panel=PANEL_IO,
+                                        help="Also write the MP4 morph video of each input.")] = False,
+    attributions: Annotated[bool, typer.Option("--attributions/--no-attributions", rich_help_panel=PANEL_IO,
+                                               help="Latent methods: probe scores + chart.")] = False,
     strict: Strict = False,
     resume: Resume = False,
     threshold: Threshold = 0.75,
@@ -550,7 +655,14 @@ def evaluate(
     sources: Annotated[str, typer.Option("--sources", help="predicted: every image the classifier predicts as "
                                          "the source; correct: only those whose label is the source too.")]
     = "predicted",
-    out: Out = Path("out"),
+    out: Annotated[Path | None, typer.Option("--out", rich_help_panel=PANEL_IO,
+                                             help="Output folder (default: out/eval-MODEL-METHODS).")] = None,
+    resume: Annotated[bool, typer.Option("--resume/--no-resume", rich_help_panel=PANEL_IO,
+                                         help="Keep the finished rows of an evaluation in --out and run the rest.")]
+    = False,
+    force: Annotated[bool, typer.Option("--force", rich_help_panel=PANEL_IO,
+                                        help="Write into a folder that holds another command's metrics.json.")]
+    = False,
     save_images: Annotated[bool, typer.Option("--save-images", help="Also write every counterfactual PNG.")] = False,
     batch_size: Batch = 256,
     realism: Annotated[bool, typer.Option("--realism/--no-realism", help="EfficientNet-Lite0 FD/KD/DFD "
@@ -594,17 +706,16 @@ def evaluate(
                            options=_options(steps, lr, lam, p, alpha, eps, norm, csp_rho, residual),
                            global_attributions=global_attr, classifier=classifier, weights=weights,
                            decoder=decoder, precision=precision, compile=compile_, fid_weights=fid_weights,
-                           lpips_weights=lpips_weights, command=command_line(), progress=update)
+                           lpips_weights=lpips_weights, resume=resume, force=force, command=command_line(),
+                           progress=update)
     cols = [("n", "n", "{}"), ("valid", "Val", "{:.3f}"), ("denoised_valid", "D.Val", "{:.3f}"),
             ("oracle_valid", "O.Val", "{:.3f}"), ("fail_pct", "%Fail", "{:.1f}"), ("l1", "L1", "{:.3f}"),
             ("l2", "L2", "{:.3f}"), ("sparsity", "Spars.", "{:.3f}"), ("ssim", "SSIM", "{:.3f}"),
             ("cout", "COUT", "{:.3f}"), ("fid", "FID", "{:.2f}"), ("lpips", "LPIPS", "{:.3f}"),
             ("fd_effnetlite0", "FD-eff¹", "{:.2f}"), ("dfd_effnetlite0", "DFD-eff¹", "{:.3f}"),
             ("fva_dlib", "FVA²", "{:.3f}"), ("steps_mean", "steps", "{:.1f}"), ("cf_per_second", "CF/s", "{:.1f}")]
-    t = Table(title=f"evaluate {doc['dataset']} ({doc['split']})",
-              caption="¹ EfficientNet-Lite0 features: not comparable to published FID / LPIPS"
-              + ("; ² share within dlib's 0.6 same-person distance" if doc.get("identity") else ""))
     cols = [c for c in cols if any(r.get(c[0]) is not None for r in doc["rows"])]
+    t = Table(title=f"evaluate {doc['dataset']} ({doc['split']})", caption=_eval_legend(doc, {c[1] for c in cols}))
     t.add_column("method")
     t.add_column("pair")
     for _, head, _ in cols:
@@ -620,6 +731,31 @@ def evaluate(
         top = ", ".join(f"{r['name']} {r['score']:+.3f}" for r in g["ranking"][:5])
         console.print(f"global attribution {g['method']} {g['pair']} (n={g['n']}): {top} -> {g['chart']}")
     console.print(f"-> {doc['metrics_path']}")
+
+
+EVAL_LEGEND = {
+    "Val": "validity: the classifier assigns the counterfactual to the target",
+    "D.Val": "validity after a 5x5 Gaussian blur (sigma 1)",
+    "O.Val": "validity by the independent oracle classifier (weights/MODEL/oracle.safetensors)",
+    "%Fail": "share of inputs with no counterfactual",
+    "L1": "mean |x_cf - x|", "L2": "root-mean-square pixel difference", "Spars.": "share of pixels changed by > 0.05",
+    "SSIM": "structural similarity to the source", "COUT": "counterfactual transition (Khorram & Fuxin), -1..1",
+    "FID": "Inception-v3 FID (your file)", "LPIPS": "LPIPS-Alex (your file)",
+    "FD-eff¹": "Frechet distance to real target-class images, EfficientNet-Lite0 features",
+    "DFD-eff¹": "deep-feature distance to the source, EfficientNet-Lite0 stages",
+    "FVA²": "share of faces whose identity is kept",
+    "steps": "engine steps (optimisation methods) or decoder passes (mirror)", "CF/s": "counterfactuals per second",
+}
+
+
+def _eval_legend(doc: dict[str, Any], shown: set[str]) -> str:
+    """One line per column shown, the validity rule of each method, and the footnotes."""
+    lines = [f"{k}: {v}" for k, v in EVAL_LEGEND.items() if k in shown]
+    lines += [f"{m}: valid = {rule}" for m, rule in doc.get("validity_rules", {}).items()]
+    lines.append("mirror@reflection: the full reflection (k = 1) scored like a counterfactual")
+    lines.append("¹ EfficientNet-Lite0 features: not comparable to published FID / LPIPS"
+                 + ("; ² share within dlib's 0.6 same-person distance" if doc.get("identity") else ""))
+    return "\n".join(lines)
 
 
 def main() -> None:

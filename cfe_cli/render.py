@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 
@@ -27,6 +25,7 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 
 from cfe_cli.errors import InputError
+from cfe_cli.files import atomic_path
 
 __all__ = [
     "cf_name", "explanation_panel", "panel_geometry", "read_video_frames", "render_video", "save_image", "save_png",
@@ -123,30 +122,6 @@ def to_pil(img: torch.Tensor, size: int | None = None) -> Image.Image:
     return pil
 
 
-@contextmanager
-def _atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
-    """Yield a temporary path next to ``path``; on success rename it onto ``path``.
-
-    The temporary file is removed if the body raises. A folder that cannot be created or
-    written raises :class:`InputError`.
-    """
-    dest = Path(path)
-    try:
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
-    except OSError as err:
-        raise InputError(f"cannot write to folder {str(dest.parent)!r}: {err.strerror or err}") from None
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        yield tmp
-        os.chmod(tmp, 0o644)  # mkstemp makes it 0600; give the usual permissions of a new file
-        os.replace(tmp, dest)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
 def save_image(pil: Image.Image, path: str | os.PathLike[str]) -> Path:
     """Write a Pillow image as PNG, atomically.
 
@@ -157,7 +132,7 @@ def save_image(pil: Image.Image, path: str | os.PathLike[str]) -> Path:
     Returns:
         The path written.
     """
-    with _atomic_path(path) as tmp:
+    with atomic_path(path) as tmp:
         try:
             pil.save(tmp, format="PNG")
         except OSError as err:
@@ -822,7 +797,7 @@ def render_video(
     except RuntimeError:
         raise InputError("ffmpeg is not available (install imageio-ffmpeg with its bundled binary)") from None
 
-    with _atomic_path(path) as tmp:
+    with atomic_path(path) as tmp:
         try:
             writer = imageio_ffmpeg.write_frames(
                 str(tmp), (size, size), fps=fps, codec="libx264", pix_fmt_out="yuv420p", quality=None,

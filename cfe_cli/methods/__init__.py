@@ -1,7 +1,9 @@
 """Counterfactual methods, one paper per module, found through a registry.
 
-``mirror`` decodes a reflected feature path (no optimisation); the others are
-:class:`~cfe_cli.engine.Objective` s run by the one batched engine.
+``mirror`` decodes a reflected feature path (its own search, no optimisation); the others
+are :class:`~cfe_cli.methods.base.OptimisationMethod` s run by the one batched engine.
+Every method implements ``explain(x, target) -> CounterfactualResult``
+(:mod:`cfe_cli.methods.base`); adding one is one new module with ``@register("name")``.
 """
 
 from __future__ import annotations
@@ -10,29 +12,29 @@ from typing import Any
 
 import torch
 
-METHODS = ("mirror", "attack", "gci", "cecas", "pgd")
+from cfe_cli.methods.base import (
+    METHODS,
+    LatentMethod,
+    Method,
+    OptimisationMethod,
+    Setup,
+    available_methods,
+    get_method,
+    option_owners,
+    register,
+    split_options,
+)
+
+__all__ = ["LATENT", "METHODS", "LatentMethod", "Method", "OptimisationMethod", "Setup", "available_methods",
+           "get_method", "make_objective", "option_owners", "register", "split_options"]
+
 LATENT = ("attack", "gci", "cecas")  # need the model's VAE
 
 
-def available_methods() -> list[str]:
-    """Names accepted by ``--method``."""
-    return list(METHODS)
-
-
 def make_objective(name: str, generator: torch.nn.Module | None = None, **options: Any) -> Any:
-    """Build an engine objective by name; ``options`` override its config fields."""
-    from dataclasses import fields
-
-    from cfe_cli.methods.cecas import CECAS, CECASConfig
-    from cfe_cli.methods.gci import GCI, GCIConfig
-    from cfe_cli.methods.latent_attack import AttackConfig, LatentAttack
-    from cfe_cli.methods.pgd import PGD, PGDConfig
-
-    table: dict[str, tuple[type, type]] = {"attack": (LatentAttack, AttackConfig), "gci": (GCI, GCIConfig),
-                                           "cecas": (CECAS, CECASConfig), "pgd": (PGD, PGDConfig)}
-    if name not in table:
-        raise ValueError(f"unknown method '{name}'; available: {', '.join(METHODS)}")
-    cls, cfg_cls = table[name]
-    names = {f.name for f in fields(cfg_cls)}
-    cfg = cfg_cls(**{k: v for k, v in options.items() if k in names and v is not None})
-    return cls(cfg) if name == "pgd" else cls(generator, cfg)
+    """An optimisation method as a bare engine objective (no classifier attached); ``options``
+    are its config fields (an option the method does not take is an InputError)."""
+    cls = get_method(name)
+    if not issubclass(cls, OptimisationMethod):
+        raise ValueError(f"'{name}' is not run by the engine")
+    return cls(cls.make_config(options), generator=generator)

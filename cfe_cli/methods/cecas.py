@@ -16,14 +16,15 @@ mask_threshold = 0.15 (ACE), dilation = 3 px at 28² (ACE: 15 px at 256²).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from cfe_cli import descriptors as desc
 from cfe_cli.engine import Context
-from cfe_cli.methods.latent_attack import LatentObjective
+from cfe_cli.methods.base import LatentMethod, register
 
 # Typical spread of each spurious descriptor (normalises the penalty's terms).
 SCALES = {"thickness": 1.0, "slant": 10.0, "centroid_x": 0.05, "centroid_y": 0.05, "brightness": 0.1}
@@ -31,22 +32,22 @@ SCALES = {"thickness": 1.0, "slant": 10.0, "centroid_x": 0.05, "centroid_y": 0.0
 
 @dataclass(frozen=True)
 class CECASConfig:
-    alpha: float = 1.0
+    alpha: float = field(default=1.0, metadata={"flag": "--alpha", "help": "weight α of the spurious-factor penalty"})
     lam1: float = 1.0
-    lr: float = 0.05
-    max_steps: int = 500
+    lr: float = field(default=0.05, metadata={"flag": "--lr", "help": "Adam step size"})
+    max_steps: int = field(default=500, metadata={"flag": "--steps", "help": "step budget"})
     mask_threshold: float = 0.15
     dilation: int = 3
     spurious: tuple[str, ...] = desc.SPURIOUS
     z_clip: float = 5.0
 
 
-class CECAS(LatentObjective):
-    name = "cecas"
+@register("cecas")
+class CECAS(LatentMethod):
+    Config = CECASConfig
 
-    def __init__(self, generator: torch.nn.Module, config: CECASConfig | None = None) -> None:
-        self.config = config or CECASConfig()
-        super().__init__(generator, self.config.lr, self.config.z_clip)
+    def __init__(self, config: CECASConfig | None = None, **kw: Any) -> None:
+        super().__init__(config, **kw)
         self.scale = torch.tensor([SCALES.get(n, 1.0) for n in self.config.spurious])
 
     def _spurious(self, x: torch.Tensor) -> torch.Tensor:

@@ -16,33 +16,53 @@ docs/methods/latent.md), p = 1, lr = 0.05 (Adam), max_steps = 500.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
 from cfe_cli.engine import Context
-from cfe_cli.methods.latent_attack import LatentObjective
+from cfe_cli.methods.base import LatentMethod, Method, Setup, register
 
 
 @dataclass(frozen=True)
 class GCIConfig:
-    lam: float = 1.0
-    p: float = 1.0
-    lr: float = 0.05
-    max_steps: int = 500
+    lam: float = field(default=1.0, metadata={"flag": "--lambda", "help": "weight λ of the classification term"})
+    p: float = field(default=1.0, metadata={"flag": "--p", "help": "the distance's norm p"})
+    lr: float = field(default=0.05, metadata={"flag": "--lr", "help": "Adam step size"})
+    max_steps: int = field(default=500, metadata={"flag": "--steps", "help": "step budget"})
     z_clip: float = 5.0
     attr_clip: float = 1.0  # conditional generators: A stays in the training range
+    generator: str = "auto"  # "auto": the attribute-conditional VAE where the folder has one; "vae": the VAE
 
 
-class GCI(LatentObjective):
-    name = "gci"
+@register("gci")
+class GCI(LatentMethod):
+    Config = GCIConfig
 
-    def __init__(self, generator: torch.nn.Module, config: GCIConfig | None = None) -> None:
-        self.config = config or GCIConfig()
-        super().__init__(generator, self.config.lr, self.config.z_clip)
+    def __init__(self, config: GCIConfig | None = None, **kw: Any) -> None:
+        super().__init__(config, **kw)
+        generator = self.generator
         self.conditional = hasattr(generator, "estimate_attributes")
-        self.attribute_names: list[str] | None = generator.attribute_names if self.conditional else None
+        self.attribute_names: list[str] | None = generator.attribute_names if self.conditional else None  # type: ignore[union-attr]
+
+    @classmethod
+    def load(cls, setup: Setup, config: Any) -> Method:
+        """Faces: the folder's attribute-conditional VAE (ΔA is the attribution); else the VAE."""
+        if not (setup.folder / "cvae.safetensors").is_file() or config.generator == "vae":
+            return super().load(setup, config)
+        from cfe_cli.attributions import AttributeInputs
+        from cfe_cli.models.loading import channels_last
+        from cfe_cli.models.weights import load_vae
+
+        gen, info = load_vae(setup.folder, setup.device, kind="cvae")
+        channels_last(gen)
+        m = cls._with_generator(setup, config, gen)
+        acc = info.get("attribute_accuracy") or {}
+        names = gen.attribute_names
+        m.probes = AttributeInputs(names, [float(acc.get(n, float("nan"))) for n in names])
+        return m
 
     def init(self, ctx: Context) -> torch.Tensor:
         if not self.conditional:

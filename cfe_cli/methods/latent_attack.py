@@ -11,50 +11,36 @@ Args (``AttackConfig``): lr = 0.1 (paper, MNIST); max_steps = 1000 (paper: 1000)
 threshold τ = 0.75 (the engine's); objective = "logprob" (−log p_t; the paper's "prob",
 −p_t, saturates near 0 and 1 — with Adam both give similar steps, log-prob never
 underflows).
+
+Shape: x (B, C, H, W) in [0, 1], target (B,) -> CounterfactualResult (x_cf (B, C, H, W)).
+
+Example:
+    >>> m = get_method("attack").load(setup, AttackConfig(lr=0.05))   # doctest: +SKIP
+    >>> res = m.explain(x, target)                                     # doctest: +SKIP
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 
-from cfe_cli.engine import Context, Objective
+from cfe_cli.engine import Context
+from cfe_cli.methods.base import LatentMethod, register
 
 
 @dataclass(frozen=True)
 class AttackConfig:
-    lr: float = 0.1
-    max_steps: int = 1000
+    lr: float = field(default=0.1, metadata={"flag": "--lr", "help": "Adam step size on z"})
+    max_steps: int = field(default=1000, metadata={"flag": "--steps", "help": "step budget"})
     objective: str = "logprob"  # or "prob" (the paper's −p_t)
     z_clip: float = 5.0  # keep z inside the prior's typical range
 
 
-class LatentObjective(Objective):
-    """Shared by the latent methods: z0 = μ(x), decode = G(z), z clipped to the prior range."""
-
-    def __init__(self, generator: torch.nn.Module, lr: float, z_clip: float) -> None:
-        self.generator = generator
-        self.lr = lr
-        self.z_clip = z_clip
-
-    def init(self, ctx: Context) -> torch.Tensor:
-        return self.generator.encode(ctx.x)[0]
-
-    def decode(self, v: torch.Tensor, ctx: Context) -> torch.Tensor:
-        return self.generator.decode(v)
-
-    def project(self, v: torch.Tensor, ctx: Context) -> torch.Tensor:
-        return v.clamp(-self.z_clip, self.z_clip)
-
-
-class LatentAttack(LatentObjective):
-    name = "attack"
-
-    def __init__(self, generator: torch.nn.Module, config: AttackConfig | None = None) -> None:
-        self.config = config or AttackConfig()
-        super().__init__(generator, self.config.lr, self.config.z_clip)
+@register("attack")
+class LatentAttack(LatentMethod):
+    Config = AttackConfig
 
     def loss(self, v: torch.Tensor, x: torch.Tensor, logits: torch.Tensor, ctx: Context) -> torch.Tensor:
         if self.config.objective == "prob":

@@ -26,6 +26,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from cfe_cli.errors import WeightsError
+from cfe_cli.files import atomic_path
 from cfe_cli.models.classifiers import ClassifierConfig, GAPClassifier
 
 GENERATOR_KINDS = ("mirror", "vae", "cvae")
@@ -41,9 +42,8 @@ def save_module(path: str | os.PathLike[str], module: nn.Module, *, kind: str,
     state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
     meta = {"format": "cfe", "kind": kind, "config": json.dumps(config),
             "info": json.dumps({"cfe_version": __version__, **info})}
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(state, str(tmp), metadata=meta)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        save_file(state, str(tmp), metadata=meta)
     return path
 
 

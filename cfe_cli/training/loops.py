@@ -389,7 +389,7 @@ def train_mirror(classifier: torch.nn.Module, train: Dataset, cfg: MirrorTrainCo
     Returns:
         the decoder (eval mode, on CPU) and the per-epoch mean of every loss term.
     """
-    from cfe_cli.methods import mirror
+    from cfe_cli import geometry as mirror
     from cfe_cli.models.generators import DecoderConfig, MirrorDecoder, PatchDiscriminator
 
     gen = torch.Generator().manual_seed(cfg.seed)

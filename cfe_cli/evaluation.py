@@ -1,0 +1,550 @@
+"""The evaluation protocol: methods × class pairs on dataset images, scored with the papers'
+metrics, summarised per pair and overall.
+
+The classifier is loaded once and shared by every method; realism features of the real
+target images are computed once per pair. ``metrics.json`` is rewritten after every
+(pair, method) row, so a killed evaluation keeps its finished rows and ``resume`` continues it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from cfe_cli import metrics as M
+from cfe_cli.data import load_dataset
+from cfe_cli.errors import InputError
+from cfe_cli.explainer import Explainer
+from cfe_cli.files import out_dir as make_out_dir
+from cfe_cli.files import write_json
+from cfe_cli.methods import split_options
+from cfe_cli.models.loading import channels_last, load_any_classifier
+from cfe_cli.models.weights import load_classifier, resolve_model
+from cfe_cli.results import CounterfactualResult
+from cfe_cli.runtime import resolve_device
+
+Progress = Callable[[dict[str, Any]], None]
+
+NOTES = {"denoised_valid": "validity after a 5x5 Gaussian blur, sigma 1",
+         "l2": "root-mean-square pixel difference", "sparsity": "share of pixels changed by > 0.05",
+         "fd_effnetlite0": "Frechet distance of EfficientNet-Lite0 ImageNet features (1280-d, 224 px) "
+                           "between counterfactuals and real test images of the target class; not "
+                           "comparable to published FID (Inception-v3)",
+         "dfd_effnetlite0": "unlearned deep-feature distance on EfficientNet-Lite0 stages; not LPIPS",
+         "references": "the scale of fd_effnetlite0 per pair, against the same real target images: "
+                       "fd_inputs = the unchanged inputs (a counterfactual that changed nothing), "
+                       "fd_real = as many other real target images from another split (what a "
+                       "perfect generator would score at this set size)",
+         "fid": "FID: Frechet distance of Inception-v3 (2015-12-05, the user's sha256-checked "
+                "file) pool features between counterfactuals and real test images of the target "
+                "class; small sets bias it upwards, compare equal set sizes only",
+         "lpips": "LPIPS-Alex v0.1 between source and counterfactual (the user's AlexNet file, "
+                  "sha256-checked; images under 64 px resized to 64)",
+         "fva_dlib": "share of counterfactuals whose dlib face descriptor stays within 0.6 (dlib's "
+                     "same-person distance) of its source's (faces only, cfe[faces])",
+         "identity_distance_dlib": "mean dlib descriptor distance between source and counterfactual",
+         "source_correct": "share of the row's sources whose label is the source class (the "
+                           "rest are misclassified test images predicted as the source)",
+         "steps": "engine steps to the threshold (optimisation methods) or decoder passes (mirror)"}
+
+
+@dataclass
+class _Nets:
+    """The networks the scores need beside the explained classifier (each optional)."""
+
+    oracle: torch.nn.Module | None = None
+    feats: Any = None
+    inception: Any = None
+    lpips_net: Any = None
+    faces: Any = None
+
+
+@dataclass
+class _Pair:
+    """One pair's sources and their real-image references."""
+
+    s: int
+    t: int
+    idx: torch.Tensor
+    x_all: torch.Tensor
+    source_correct: float
+    real_feat: torch.Tensor | None = None
+    real_incep: torch.Tensor | None = None
+    reference: dict[str, Any] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def default_out(model: str | os.PathLike[str], methods: list[str]) -> Path:
+    """evaluate's own default folder, ``out/eval-<model>-<methods>`` (never explain's ``out/``)."""
+    return Path("out") / f"eval-{Path(str(model)).name}-{'-'.join(methods)}"
+
+
+def _check_folder(folder: Path, resume: bool, force: bool) -> dict[str, Any] | None:
+    """The previous evaluation in ``folder`` (for ``resume``); refuse to overwrite another run."""
+    path = folder / "metrics.json"
+    if not path.is_file():
+        return None
+    try:
+        prev = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        prev = {}
+    if prev.get("kind", "evaluate" if "rows" in prev else None) != "evaluate" and not force:
+        raise InputError(f"{path} belongs to another command's run; choose another --out or pass --force")
+    return prev if resume else None
+
+
+def evaluate(
+    model: str | os.PathLike[str],
+    *,
+    methods: list[str],
+    pairs: str,
+    n: int = 1000,
+    split: str = "test",
+    sources: str = "predicted",
+    out: str | os.PathLike[str] | None = None,
+    save_images: bool = False,
+    batch_size: int = 256,
+    device: str = "auto",
+    data_dir: str | os.PathLike[str] | None = None,
+    threshold: float = 0.75,
+    realism: bool = True,
+    cout_steps: int = 20,
+    options: dict[str, Any] | None = None,
+    precision: str = "fp32",
+    compile: bool = False,
+    seed: int = 0,
+    global_attributions: bool = False,
+    classifier: str | None = None,
+    weights: str | os.PathLike[str] | None = None,
+    decoder: str | os.PathLike[str] | None = None,
+    fid_weights: str | os.PathLike[str] | None = None,
+    lpips_weights: str | os.PathLike[str] | None = None,
+    resume: bool = False,
+    force: bool = False,
+    command: str = "",
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """Score methods on dataset images whose prediction is each pair's source class.
+
+    For every pair ``s:t`` the first ``n`` images of the split that the classifier
+    predicts as s are explained towards t, in batches. ``sources="correct"`` keeps only those
+    whose label is also s (the protocol of correctly classified test images); the default,
+    ``"predicted"``, also explains the misclassified ones, and each row reports the share of
+    its sources that are correctly classified (``source_correct``). Per-sample metrics
+    (``cfe_cli.metrics``) are averaged per pair and overall (with more than one pair), each
+    with its n. For Mirror-CFE the 1st CFE and the full reflection are both scored (``mirror``
+    and ``mirror@reflection`` rows). Realism (``fd_effnetlite0``, ``kd_effnetlite0`` per pair
+    against real images of class t; ``dfd_effnetlite0`` per sample) needs ``cfe[metrics]``.
+
+    ``global_attributions`` (latent methods with probes): the global attribution ranking of
+    every pair — the mean over valid counterfactuals of each descriptor's (attribute's) change
+    in predicted probability — written to ``out/global_attributions.json`` with a bar chart
+    ``out/global_{method}_{s}_to_{t}.png`` per method and pair.
+
+    ``out`` defaults to ``out/eval-<model>-<methods>``; a folder holding another command's
+    metrics.json is refused unless ``force``. ``resume`` keeps the finished rows of an earlier
+    evaluation with the same settings in ``out`` and runs only the rest.
+
+    Returns:
+        the metrics.json document (also written to ``out/metrics.json``).
+    """
+    if n < 1:
+        raise InputError("--n must be at least 1")
+    if sources not in ("predicted", "correct"):
+        raise InputError(f"--sources must be 'predicted' or 'correct', not '{sources}'")
+    if compile and "mirror" not in methods:
+        raise InputError("--compile is for --method mirror (the optimisation methods take --precision bf16)")
+    folder = make_out_dir(out if out is not None else default_out(model, methods))
+    previous = _check_folder(folder, resume, force)
+    per_method = split_options(methods, options or {})
+    dev = resolve_device(device)
+    model_folder = resolve_model(model)
+    clf = load_any_classifier(model_folder, dev, classifier, weights)  # loaded once, shared by the methods
+    channels_last(clf.model)
+    explainers = [Explainer(clf, m, folder=model_folder, threshold=threshold, seed=seed, decoder=decoder,
+                            precision=precision, compile=compile and m == "mirror", **per_method[m])
+                  for m in methods]
+    ex0 = explainers[0]
+    classes = ex0.classes
+    pair_list = parse_pairs(pairs, classes)
+    if global_attributions and not any(ex.probes is not None for ex in explainers):
+        raise InputError(f"--global needs latent probes: use --method attack, gci or cecas with a model that has "
+                         f"probes.safetensors (cfe train-gen --model {ex0.folder.name} --method vae)")
+    dataset = ex0.clf.info.get("dataset")
+    if not dataset:
+        raise InputError(f"{ex0.folder} does not name its dataset")
+    data = load_dataset(dataset, split, root=data_dir, size=ex0.clf.config.resolution)
+    with torch.inference_mode():
+        preds = torch.cat([ex0.clf.model(data.images[i:i + 512].to(dev)).argmax(1).cpu()
+                           for i in range(0, len(data), 512)])
+    nets = _load_nets(ex0, dataset, dev, realism, fid_weights, lpips_weights)
+    ref_data = _reference_split(dataset, split, data_dir, ex0.clf.config.resolution) if nets.feats is not None else None
+    doc = {"kind": "evaluate", "command": command, "model": str(ex0.folder), "dataset": dataset, "split": split,
+           "n_per_pair": n, "sources": sources, "methods": methods,
+           "pairs": [f"{classes[s]}:{classes[t]}" for s, t in pair_list],
+           "threshold": threshold if any(ex.uses_threshold for ex in explainers) else None,
+           "validity_rules": {ex.method: ex.impl.validity_rule for ex in explainers},
+           "options": {k: (list(v) if isinstance(v, tuple) else v) for k, v in (options or {}).items()
+                       if v is not None},
+           "device": str(dev), "oracle": nets.oracle is not None,
+           "precision": precision, "compile": compile,
+           "realism": "effnetlite0" if nets.feats is not None else None,
+           "identity": "dlib face_recognition_resnet_model_v1" if nets.faces is not None else None,
+           "fid_weights": None if nets.inception is None else {"path": str(fid_weights), "sha256": _fid_sha()},
+           "lpips_weights": None if nets.lpips_net is None else str(lpips_weights),
+           "notes": NOTES, "rows": [], "overall": [], "references": [],
+           "machine": f"{platform.machine()} {torch.get_num_threads()} threads"}
+    kept = _resumable_rows(previous, doc)
+    global_rows: list[dict[str, Any]] = []
+    total, done = len(pair_list) * len(methods), 0
+    for s, t in pair_list:
+        pair = _pair_inputs(data, preds, s, t, n, sources, split, classes, nets, ref_data)
+        if pair.reference is not None:
+            doc["references"].append(pair.reference)
+        for ex in explainers:
+            old = kept.get((ex.method, f"{classes[s]}:{classes[t]}"))
+            if old is not None:
+                doc["rows"].extend(old)
+            else:
+                rows, g = _evaluate_method(ex, pair, nets, classes, batch_size=batch_size, cout_steps=cout_steps,
+                                           global_attributions=global_attributions, save_images=save_images,
+                                           out_dir=folder)
+                doc["rows"].extend(rows)
+                if g is not None:
+                    global_rows.append(g)
+                write_json(folder / "metrics.json", doc)  # finished rows survive a crash
+            done += 1
+            if progress is not None:
+                progress({"completed": done, "total": total})
+    doc["overall"] = _overall(doc["rows"]) if len(pair_list) > 1 else []
+    if global_rows:
+        write_json(folder / "global_attributions.json",
+                   {"command": command, "model": str(ex0.folder), "dataset": dataset, "split": split,
+                    "definition": "S_j = mean over valid counterfactuals of p_j(z_cf) - p_j(z_source), p_j the "
+                                  "logistic probe of descriptor j on the VAE latent code",
+                    "rankings": global_rows})
+        doc["global_attributions"] = str(folder / "global_attributions.json")
+    write_json(folder / "metrics.json", doc)
+    doc["metrics_path"] = str(folder / "metrics.json")
+    doc["global_rankings"] = global_rows
+    return doc
+
+
+SETTINGS = ("model", "dataset", "split", "n_per_pair", "sources", "threshold", "options", "precision", "realism")
+
+
+def _resumable_rows(previous: dict[str, Any] | None, doc: dict[str, Any]) -> dict[tuple[str, str], list[dict]]:
+    """Rows of an earlier evaluation with the same settings, by (method, pair); mirror keeps its
+    ``mirror@reflection`` row with it."""
+    if not previous:
+        return {}
+    if any(previous.get(k) != doc[k] for k in SETTINGS):
+        raise InputError("--resume: the evaluation in this folder has other settings "
+                         f"({', '.join(k for k in SETTINGS if previous.get(k) != doc[k])}); use another --out")
+    out: dict[tuple[str, str], list[dict]] = {}
+    for r in previous.get("rows", []):
+        out.setdefault((r["method"].split("@", 1)[0], r["pair"]), []).append(r)
+    return out
+
+
+def _load_nets(ex0: Explainer, dataset: str, dev: torch.device, realism: bool,
+               fid_weights: str | os.PathLike[str] | None, lpips_weights: str | os.PathLike[str] | None) -> _Nets:
+    nets = _Nets()
+    if (ex0.folder / "oracle.safetensors").is_file():
+        nets.oracle = load_classifier(ex0.folder / "oracle.safetensors", dev).model
+    if realism:
+        from cfe_cli import features
+
+        if features.available():
+            nets.feats = features.EffNetFeatures().to(dev)
+    if fid_weights is not None:
+        from cfe_cli import fid
+
+        nets.inception = fid.load_inception(fid_weights, dev)
+    if lpips_weights is not None:
+        from cfe_cli import lpips
+
+        nets.lpips_net = lpips.load_lpips(lpips_weights, dev)
+    if realism and str(dataset).startswith("celeba") and ex0.clf.config.in_channels == 3:
+        from cfe_cli import identity
+
+        if identity.available():
+            nets.faces = identity.FaceIdentity()
+    return nets
+
+
+def _pair_inputs(data: Any, preds: torch.Tensor, s: int, t: int, n: int, sources: str, split: str,
+                 classes: list[str], nets: _Nets, ref_data: Any) -> _Pair:
+    """The pair's sources and the features of its real target images (computed once per pair)."""
+    chosen = preds == s
+    if sources == "correct":
+        chosen &= data.labels == s
+    idx = chosen.nonzero()[:, 0][:n]
+    if len(idx) == 0:
+        raise InputError(f"no {split} images {'correctly classified' if sources == 'correct' else 'predicted'} "
+                         f"as '{classes[s]}'")
+    pair = _Pair(s, t, idx, data.images[idx], round(float((data.labels[idx] == s).float().mean()), 5))
+    real_t = data.images[data.labels == t][:max(len(idx), 50)]
+    if nets.feats is not None:
+        from cfe_cli import features
+
+        pair.real_feat = features.embed(real_t, nets.feats)
+        pair.reference = _realism_references(classes[s], classes[t], nets.feats, pair.x_all, pair.real_feat,
+                                             ref_data, t)
+    if nets.inception is not None:
+        from cfe_cli import fid
+
+        pair.real_incep = fid.inception_features(real_t, nets.inception)
+    return pair
+
+
+def _image_metrics(row: dict[str, Any], nets: _Nets, pair: _Pair, x_cf: torch.Tensor) -> None:
+    """The optional network-based metrics of one row's counterfactuals (CPU tensors)."""
+    if nets.feats is not None and pair.real_feat is not None:
+        _realism(row, nets.feats, pair.x_all, x_cf, pair.real_feat)
+    if nets.faces is not None:
+        _identity(row, nets.faces, pair.x_all, x_cf)
+    if pair.real_incep is not None:
+        _fid(row, nets.inception, x_cf, pair.real_incep)
+    if nets.lpips_net is not None:
+        _lpips(row, nets.lpips_net, pair.x_all, x_cf)
+
+
+def _score(clf: torch.nn.Module, x: torch.Tensor, x_cf: torch.Tensor, cf_probs: torch.Tensor, found: torch.Tensor,
+           source: torch.Tensor, target: torch.Tensor, oracle: torch.nn.Module | None,
+           cout_steps: int) -> dict[str, torch.Tensor]:
+    """Per-sample metrics of one batch of counterfactuals; ``cf_probs`` are the classifier's own
+    on ``x_cf`` (held by the result, not recomputed). Every value is ``(B,)``."""
+    out = {
+        "valid": M.validity(cf_probs, target).float(),
+        "denoised_valid": M.denoised_validity(clf, x_cf, target).float(),
+        "l1": M.l1(x, x_cf), "l2": M.l2(x, x_cf), "sparsity": M.sparsity(x, x_cf),
+        "ssim": M.ssim(x, x_cf), "psnr": M.psnr(x, x_cf).clamp(max=100.0),
+        "cout": M.cout(clf, x, x_cf, source, target, steps=cout_steps),
+        "target_conf": cf_probs.gather(1, target[:, None]).squeeze(1),
+        "found": found.float(),
+    }
+    if oracle is not None:
+        out["oracle_valid"] = M.oracle_validity(oracle, x_cf, target).float()
+    return out
+
+
+def _evaluate_method(ex: Explainer, pair: _Pair, nets: _Nets, classes: list[str], *, batch_size: int,
+                     cout_steps: int, global_attributions: bool, save_images: bool,
+                     out_dir: Path) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    """Explain a pair's sources with one method; its row (and Mirror-CFE's reflection row)."""
+    from cfe_cli import render
+
+    s, t, dev = pair.s, pair.t, ex.device
+    mirror = ex.impl.second_name == "reflection"
+    scored: dict[str, list[torch.Tensor]] = {}
+    scored_r: dict[str, list[torch.Tensor]] = {}
+    cf_keep: list[torch.Tensor] = []
+    refl_keep: list[torch.Tensor] = []
+    steps: list[torch.Tensor] = []
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(dev)
+        torch.cuda.synchronize(dev)
+    t0 = time.perf_counter()
+    gen_seconds = 0.0
+    for b in range(0, len(pair.idx), batch_size):
+        x = pair.x_all[b:b + batch_size].to(dev)
+        src = torch.full((len(x),), s, dtype=torch.long, device=dev)
+        tgt = torch.full((len(x),), t, dtype=torch.long, device=dev)
+        tb = time.perf_counter()
+        res: CounterfactualResult = ex.run(x, tgt)
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+        gen_seconds += time.perf_counter() - tb
+        x_cf = res.x_cf.detach()
+        for key, v in _score(ex.clf.model, x, x_cf, res.cf_probs, res.found, src, tgt, nets.oracle,
+                             cout_steps).items():
+            scored.setdefault(key, []).append(v.cpu())
+        if mirror:
+            for key, v in _score(ex.clf.model, x, res.second.detach(), res.second_probs, torch.ones_like(res.found),
+                                 src, tgt, nets.oracle, cout_steps).items():
+                scored_r.setdefault(key, []).append(v.cpu())
+            refl_keep.append(res.second.detach().cpu())
+            # k as metrics.json records it (5 decimals; NaN where no 1st CFE), then averaged
+            ks = [round(k, 5) if f else float("nan") for k, f in zip(res.k.tolist(), res.found.tolist(),  # type: ignore[union-attr]
+                                                                  strict=True)]
+            scored.setdefault("first_cfe_k", []).append(torch.tensor(ks))
+        steps.append(res.steps.cpu().float())
+        if global_attributions and ex.probes is not None:
+            from cfe_cli.attributions import local_scores
+
+            local = local_scores(ex.probes, res.z0.detach(), res.z_cf.detach()).cpu()  # type: ignore[union-attr]
+            scored.setdefault("_local", []).append(local[res.found.cpu()])
+        cf_keep.append(x_cf.cpu())
+        if save_images:
+            img_dir = out_dir / "images" / f"{ex.method}_{classes[s]}_to_{classes[t]}"
+            for j in range(len(x)):
+                render.save_png(x_cf[j].cpu(), img_dir / f"no{int(pair.idx[b + j])}.png")
+    seconds = time.perf_counter() - t0
+    g = None
+    if "_local" in scored:
+        g = _global_ranking(ex, classes[s], classes[t], torch.cat(scored.pop("_local")), out_dir)
+    found_all = torch.cat(scored["found"]).bool()
+    row = _summarise(ex.method, classes[s], classes[t], scored, len(pair.idx), gen_seconds, steps)
+    row["source_correct"] = pair.source_correct
+    row["fail_pct"] = round(M.fail_rate(found_all), 3)
+    row["seconds_total"] = round(seconds, 3)
+    row["peak_memory_mb"] = M.peak_memory_mb(dev)
+    _image_metrics(row, nets, pair, torch.cat(cf_keep))
+    rows = [row]
+    if mirror:
+        rrow = _summarise("mirror@reflection", classes[s], classes[t], scored_r, len(pair.idx), gen_seconds, steps)
+        rrow["source_correct"] = pair.source_correct
+        _image_metrics(rrow, nets, pair, torch.cat(refl_keep))
+        rows.append(rrow)
+    return rows, g
+
+
+def parse_pairs(pairs: str, classes: list[str]) -> list[tuple[int, int]]:
+    from cfe_cli.inputs import class_index
+
+    out = []
+    for part in pairs.split(","):
+        if not part.strip():
+            continue
+        if ":" not in part:
+            raise InputError(f"bad pair '{part}': use SOURCE:TARGET, e.g. 8:3")
+        s, t = part.split(":", 1)
+        si, ti = class_index(s, classes, "source class"), class_index(t, classes, "target class")
+        if si == ti:
+            raise InputError(f"pair '{part}': source and target are the same class")
+        out.append((si, ti))
+    if not out:
+        raise InputError("no pairs given (e.g. --pairs 8:3,3:8)")
+    return out
+
+
+def _global_ranking(ex: Any, s: str, t: str, local: torch.Tensor, out_dir: Path) -> dict[str, Any]:
+    """Global attribution ranking of one method and pair (signed mean of local scores, by magnitude)."""
+    from cfe_cli.attributions import bar_chart, global_scores
+
+    names = ex.probes.names  # type: ignore[union-attr]
+    if len(local):
+        g = global_scores(local).tolist()
+        sd = local.std(0).tolist() if len(local) > 1 else [0.0] * len(names)
+    else:
+        g, sd = [0.0] * len(names), [0.0] * len(names)
+    order = sorted(range(len(names)), key=lambda i: -abs(g[i]))
+    chart = out_dir / f"global_{ex.method}_{s}_to_{t}.png".replace(" ", "_")
+    bar_chart(names, g, f"{ex.method}: {s} -> {t}, global attribution (n={len(local)})", chart, top=12)
+    return {"method": ex.method, "pair": f"{s}:{t}", "n": len(local), "chart": str(chart),
+            "ranking": [{"name": names[i], "score": round(g[i], 5), "std": round(sd[i], 5),
+                         "probe_accuracy": round(float(ex.probes.accuracy[i]), 4)}  # type: ignore[union-attr]
+                        for i in order]}
+
+
+def _summarise(method: str, s: str, t: str, scored: dict[str, list[torch.Tensor]], n: int, gen_seconds: float,
+               steps: list[torch.Tensor]) -> dict[str, Any]:
+    row: dict[str, Any] = {"method": method, "pair": f"{s}:{t}", "source": s, "target": t, "n": n}
+    for key, vals in scored.items():
+        v = torch.cat(vals).float()
+        if key in ("first_cfe_k",):
+            v = v[~v.isnan()]
+        row[key] = round(float(v.mean()), 5) if len(v) else None
+    st = torch.cat(steps)
+    row["steps_mean"] = round(float(st.mean()), 3)
+    row["seconds_per_cf"] = round(gen_seconds / max(n, 1), 6)
+    row["cf_per_second"] = round(n / max(gen_seconds, 1e-9), 2)
+    return row
+
+
+def _reference_split(dataset: str, split: str, data_dir: str | os.PathLike[str] | None,
+                     size: int) -> Any:
+    """Another split of the dataset (train, or test when evaluating train) for the real-image FD floor."""
+    other = "test" if split == "train" else "train"
+    try:
+        return load_dataset(dataset, other, root=data_dir, size=size)
+    except (InputError, OSError, ValueError):
+        return None
+
+
+def _realism_references(s: str, t: str, feats: Any, x_all: torch.Tensor, real_feat: torch.Tensor,
+                        ref_data: Any, t_index: int) -> dict[str, Any]:
+    """FD of the unchanged inputs and of other real class-t images against the pair's real set."""
+    from cfe_cli import features
+    from cfe_cli import metrics as M
+
+    ref: dict[str, Any] = {"pair": f"{s}:{t}", "n": len(x_all),
+                           "fd_inputs_effnetlite0": round(M.frechet_distance(features.embed(x_all, feats),
+                                                                             real_feat), 4),
+                           "fd_real_effnetlite0": None, "n_real": 0}
+    if ref_data is not None:
+        other = ref_data.images[ref_data.labels == t_index][:len(x_all)]
+        if len(other) >= 2:
+            ref["fd_real_effnetlite0"] = round(M.frechet_distance(features.embed(other, feats), real_feat), 4)
+            ref["n_real"] = len(other)
+    return ref
+
+
+def _realism(row: dict[str, Any], feats: Any, x: torch.Tensor, x_cf: torch.Tensor, real_feat: torch.Tensor) -> None:
+    from cfe_cli import features
+    from cfe_cli import metrics as M
+
+    f_cf = features.embed(x_cf, feats)
+    row["fd_effnetlite0"] = round(M.frechet_distance(f_cf, real_feat), 4)
+    kd_mean, kd_std = M.kernel_distance(f_cf, real_feat, subsets=20, subset_size=min(len(f_cf), len(real_feat), 200))
+    row["kd_effnetlite0"] = round(kd_mean, 5)
+    dev = next(feats.parameters()).device
+    d = [features.deep_feature_distance(x[i:i + 64].to(dev), x_cf[i:i + 64].to(dev), feats).cpu()
+         for i in range(0, len(x), 64)]
+    row["dfd_effnetlite0"] = round(float(torch.cat(d).mean()), 5)
+
+
+def _fid_sha() -> str:
+    from cfe_cli import fid
+
+    return fid.INCEPTION_SHA256
+
+
+def _fid(row: dict[str, Any], net: Any, x_cf: torch.Tensor, real_feat: torch.Tensor) -> None:
+    from cfe_cli import fid
+    from cfe_cli import metrics as M
+
+    row["fid"] = round(M.frechet_distance(fid.inception_features(x_cf, net), real_feat), 4)
+
+
+@torch.inference_mode()
+def _lpips(row: dict[str, Any], net: Any, x: torch.Tensor, x_cf: torch.Tensor) -> None:
+    dev = next(net.parameters()).device
+    d = [net(x[i:i + 64].to(dev), x_cf[i:i + 64].to(dev)).cpu() for i in range(0, len(x), 64)]
+    row["lpips"] = round(float(torch.cat(d).mean()), 5)
+
+
+def _identity(row: dict[str, Any], faces: Any, x: torch.Tensor, x_cf: torch.Tensor) -> None:
+    """Face verification accuracy (FVA idea) with dlib descriptors; see :mod:`cfe_cli.identity`."""
+    d = faces.distance(x, x_cf)
+    row["identity_distance_dlib"] = round(float(d.mean()), 5)
+    row["fva_dlib"] = round(float((d < faces.threshold).float().mean()), 5)
+
+
+def _overall(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """n-weighted means over pairs, per method."""
+    out = []
+    for method in dict.fromkeys(r["method"] for r in rows):
+        rs = [r for r in rows if r["method"] == method]
+        n = sum(r["n"] for r in rs)
+        agg: dict[str, Any] = {"method": method, "pair": "all", "n": n}
+        for key in rs[0]:
+            if key in ("method", "pair", "source", "target", "n", "peak_memory_mb"):
+                continue
+            vals = [(r.get(key), r["n"]) for r in rs if isinstance(r.get(key), (int, float))]
+            if vals:
+                agg[key] = round(sum(v * w for v, w in vals) / sum(w for _, w in vals), 5)
+        mem = [r.get("peak_memory_mb") for r in rs if r.get("peak_memory_mb") is not None]
+        agg["peak_memory_mb"] = max(mem) if mem else None
+        agg["cf_per_second"] = round(n / max(sum(r["seconds_per_cf"] * r["n"] for r in rs), 1e-9), 2)
+        out.append(agg)
+    return out
