@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Baseline outputs for the cfe_cli refactor check (recorded at commit da0afe0).
 # Usage: bash commands.sh OUT_ROOT [REPO]
-#   OUT_ROOT  folder the outputs go to (explain-mirror/, explain-attack/, explain-pgd/, eval/)
-#   REPO      checkout whose code runs (default: /work/wt-docs)
+#   OUT_ROOT  folder the outputs go to (explain-mirror/, explain-attack/, explain-pgd/, animate-mirror/, eval/)
+#   REPO      checkout whose code runs (default: /work/wt-docs, the code of da0afe0; pass the refactored checkout here)
 # Then: python benchmarks/compare_outputs.py /work/baseline OUT_ROOT
 # (copy of /work/baseline/commands.sh, the script that made the baseline /work/baseline)
 set -euo pipefail
