@@ -55,7 +55,7 @@ def main() -> int:
         for tau in ([None] if method == "mirror" else [float(v) for v in args.thresholds.split(",")]):
             ex = api.Explainer(args.model, method, device="cpu", threshold=tau or 0.75)
             t0 = time.perf_counter()
-            _, res = ex.run(x, tgt)
+            res = ex.run(x, tgt)
             secs = time.perf_counter() - t0
             found = res.found.cpu()
             x_cf = res.x_cf.detach().cpu()[found]

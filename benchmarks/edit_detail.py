@@ -34,8 +34,9 @@ import argparse
 import torch
 import torch.nn.functional as F
 
-from cfe_cli.api import Explainer, _parse_pairs
 from cfe_cli.data import load_dataset
+from cfe_cli.evaluation import parse_pairs
+from cfe_cli.explainer import Explainer
 from cfe_cli.methods.mirror import spatial_prior_mask
 
 LAPLACE = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]])
@@ -84,16 +85,16 @@ def main() -> None:
           "(same region) | region (reflection, %) | detail reflection | detail real target (same region) |")
     print("|---|---|---|---|---|---|---|---|---|")
     rows, recon = [], []
-    for s, t in _parse_pairs(a.pairs, ex.classes):
+    for s, t in parse_pairs(a.pairs, ex.classes):
         idx = (pred == s).nonzero()[:, 0][:a.n]
         real = ((data.labels == t) & (pred == t)).nonzero()[:, 0]  # real target images the classifier agrees with
         out = {key: [] for key in ("found", "area_cf", "d_cf", "d_real_cf", "area_r", "d_r", "d_real_r")}
         for i in range(0, len(idx), a.batch_size):
             b = idx[i:i + a.batch_size]
             x = data.images[b].to(ex.device)
-            _, res = ex.run(x, torch.full((len(b),), t, device=ex.device))
+            res = ex.run(x, torch.full((len(b),), t, device=ex.device))
             ref = data.images[real[(torch.arange(i, i + len(b)) * 7919) % len(real)]].to(ex.device)
-            x_cf, x_r = res.x_cf.float(), res.third.float()
+            x_cf, x_r = res.x_cf.float(), res.second.float()
             reg_cf = (x_cf - x).abs().mean(1) > a.tau
             reg_r = (x_r - x).abs().mean(1) > a.tau
             out["found"].append(res.found.cpu())

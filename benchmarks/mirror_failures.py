@@ -17,8 +17,9 @@ import argparse
 
 import torch
 
-from cfe_cli.api import Explainer, _parse_pairs
 from cfe_cli.data import load_dataset
+from cfe_cli.evaluation import parse_pairs
+from cfe_cli.explainer import Explainer
 
 BINS = ((0.0, 0.5), (0.5, 0.7), (0.7, 0.9), (0.9, 1.0))
 
@@ -39,12 +40,12 @@ def main() -> None:
     print("| pair | sources | source confidence | n | Val (1st CFE) | Val (reflection) |")
     print("|---|---|---|---|---|---|")
     all_found, all_conf = [], []
-    for s, t in _parse_pairs(a.pairs, ex.classes):
+    for s, t in parse_pairs(a.pairs, ex.classes):
         idx = (probs.argmax(1) == s).nonzero()[:, 0][:a.n]
         x = data.images[idx].to(ex.device)
-        _, res = ex.run(x, torch.full((len(idx),), t, device=ex.device))
+        res = ex.run(x, torch.full((len(idx),), t, device=ex.device))
         found = res.found.cpu()
-        refl = res.third_probs.argmax(1).cpu() == t
+        refl = res.second_probs.argmax(1).cpu() == t
         conf = probs[idx, s]
         all_found.append(found)
         all_conf.append(conf)

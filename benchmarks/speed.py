@@ -48,7 +48,7 @@ def bench(model: str, method: str, batch_sizes: list[int], n: int, device: str, 
         t0, done, valid = time.perf_counter(), 0, 0
         for i in range(0, len(x_all) - bs + 1, bs):
             x = x_all[i:i + bs].to(ex.device)
-            _, res = ex.run(x, None)
+            res = ex.run(x, None)
             valid += int(res.found.sum())
             done += len(x)
         _sync(ex.device)
@@ -70,18 +70,18 @@ def video(model: str, device: str) -> dict:
     data = load_dataset(ex.clf.info["dataset"], "test", size=ex.clf.config.resolution)
     x = data.images[:1].to(ex.device)
     t0 = time.perf_counter()
-    prep, res = ex.run(x, None, video_frames=100)
+    res = ex.run(x, None, video_frames=100)
     _sync(ex.device)
     model_s = time.perf_counter() - t0
-    v = res.video
-    s, t = int(prep["source"][0]), int(prep["target"][0])
+    v = res.frames
+    s, t = int(res.source[0]), int(res.target[0])
     st = torch.tensor([s, t])
     c0, w0 = time.process_time(), time.perf_counter()
     ch0 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    path = render.render_video(Path("/tmp/cfe_bench_video.mp4"), frames=v["x"][0].cpu(), source=x[0].cpu(),
-                               ks=v["ks"].cpu(), first_cf_index=None, intended=v["intended"][0].cpu()[:, st],
-                               predicted=v["predicted"][0].cpu()[:, st],
-                               distance=(v["x"][0].cpu() - x[0].cpu()).abs().mean(dim=(1, 2, 3)),
+    path = render.render_video(Path("/tmp/cfe_bench_video.mp4"), frames=v.x[0].cpu(), source=x[0].cpu(),
+                               ks=v.ks.cpu(), first_cf_index=None, intended=v.intended[0].cpu()[:, st],
+                               predicted=v.predicted[0].cpu()[:, st],
+                               distance=(v.x[0].cpu() - x[0].cpu()).abs().mean(dim=(1, 2, 3)),
                                source_name=ex.classes[s], target_name=ex.classes[t], size=800, fps=10)
     ch1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     ffmpeg_cpu = (ch1.ru_utime + ch1.ru_stime) - (ch0.ru_utime + ch0.ru_stime)

@@ -295,12 +295,37 @@ Residual = Annotated[bool, typer.Option(
                        "edit (k = 0 is the source exactly; keeps detail the decoder blurs).")]
 
 
+def _with_decoder_flags(fn: F) -> F:
+    """Add one ``--flag`` per entry of ``training.generators.MIRROR_FLAGS`` to a command (declared once,
+    there, beside the checks; defaults are MirrorTrainConfig's) and hand them to ``fn`` as ``decoder``."""
+    import inspect
+
+    from cfe_cli.training.generators import MIRROR_FLAGS
+
+    extra = []
+    for name, (typ, text) in MIRROR_FLAGS.items():
+        flag = "--" + name.replace("_", "-")
+        decl = f"{flag}/--no-{name.replace('_', '-')}" if typ is bool else flag
+        ann = Annotated[typ | None, typer.Option(decl, help=text, rich_help_panel=PANEL_DEC, show_default=False)]
+        extra.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=ann))
+    sig = inspect.signature(fn)
+    params = [p for p in sig.parameters.values() if p.name != "decoder"]
+
+    @functools.wraps(fn)
+    def wrapper(**kw: Any) -> Any:
+        decoder = {k: kw.pop(k) for k in MIRROR_FLAGS}
+        return fn(**kw, decoder=decoder)
+
+    wrapper.__signature__ = sig.replace(parameters=params + extra)  # type: ignore[attr-defined]
+    return wrapper  # type: ignore[return-value]
+
+
 @app.command("train-gen")
 @handle_errors
+@_with_decoder_flags
 def train_gen(
     model: Model,
-    method: Annotated[str, typer.Option("--method", rich_help_panel=PANEL_DEC,
-        help="mirror (Mirror-CFE decoder), vae (latent methods) or cvae "
+    method: Annotated[str, typer.Option("--method", help="mirror (Mirror-CFE decoder), vae (latent methods) or cvae "
                                                   "(attribute-conditional VAE for GCI; CelebA).")] = "mirror",
     epochs: Annotated[int | None, typer.Option("--epochs", help="Epochs (default 20).")] = None,
     batch_size: Annotated[int | None, typer.Option("--batch-size", help="Default 64 (mirror), 128 (vae).")] = None,
@@ -313,117 +338,42 @@ def train_gen(
     out: Annotated[Path | None, typer.Option("--out", help="Write the generator to this .safetensors file "
                                              "(required with --classifier).")] = None,
     init: Annotated[Path | None, typer.Option("--init", rich_help_panel=PANEL_DEC,
-        help="mirror: fine-tune this decoder .safetensors.")] = None,
-    lambda_cls: Annotated[float | None, typer.Option("--lambda-cls", rich_help_panel=PANEL_DEC,
-        help="mirror: classification-loss weight "
-                                                     "(default 1).")] = None,
-    lambda_adv: Annotated[float | None, typer.Option("--lambda-adv", rich_help_panel=PANEL_DEC,
-        help="mirror: adversarial-loss weight "
-                                                     "(default 0.1).")] = None,
-    k_cfe_share: Annotated[float | None, typer.Option("--k-cfe-share", rich_help_panel=PANEL_DEC,
-        help="mirror: share of training samples with "
-                                                      "k drawn from U[0.5, 1] instead of U[0, 1] (default 0).")] = None,
-    augment: Annotated[str | None, typer.Option("--augment", rich_help_panel=PANEL_DEC,
-        help="mirror: augmentation of the training images "
-                                                "(names as for train-clf; default none).")] = None,
-    precision: Annotated[str | None, typer.Option("--precision", rich_help_panel=PANEL_DEC,
-        help="mirror: fp32 or bf16 (bfloat16 autocast of "
-                                                  "the forward passes; default fp32).")] = None,
-    schedule: Annotated[str | None, typer.Option("--schedule", rich_help_panel=PANEL_DEC,
-        help="mirror: constant or cosine learning rate "
-                                                 "(default constant).")] = None,
-    disc: Annotated[str | None, typer.Option("--disc", rich_help_panel=PANEL_DEC,
-        help="mirror: discriminator, patch (PatchGAN) or class "
-                                             "(class-conditional projection PatchGAN; default patch).")] = None,
-    skips: Annotated[bool, typer.Option("--skips", rich_help_panel=PANEL_DEC,
-        help="mirror: decoder with the paper's skip-connection "
-                                        "controller (SPE + CSP): the source's earlier-stage features pass "
-                                        "through outside the class regions.")] = False,
-    skip_stem: Annotated[bool, typer.Option("--skip-stem", rich_help_panel=PANEL_DEC,
-        help="mirror: also feed the classifier's "
-                                            "full-resolution stem as a skip (implies --skips; with --init a "
-                                            "decoder without it is grown into one with it).")] = False,
-    csp_rho: Annotated[str | None, typer.Option("--csp-rho", rich_help_panel=PANEL_DEC,
-        help="mirror, skip decoders: the CSP mask's thresholds "
-                                                "LOW,HIGH of rho(k) = clip(1 - k, LOW, HIGH) (default 0.1,0.5 or "
-                                                "those of --init).")] = None,
-    pairs: Annotated[str | None, typer.Option("--pairs", rich_help_panel=PANEL_DEC,
-        help="mirror: SOURCE:TARGET pairs to train more often, "
-                                              "e.g. 8:3,3:8 (class names or indices).")] = None,
-    pair_share: Annotated[float | None, typer.Option("--pair-share", rich_help_panel=PANEL_DEC,
-        help="mirror, with --pairs: share of a listed "
-                                                     "source's samples that take the pair's target (default "
-                                                     "0.5).")] = None,
-    lr_d: Annotated[float | None, typer.Option("--lr-d", rich_help_panel=PANEL_DEC,
-        help="mirror: the discriminator's learning rate (default: "
-                                               "--lr; larger gives two time-scale updates).")] = None,
-    disc_rec: Annotated[bool | None, typer.Option("--disc-rec/--no-disc-rec", rich_help_panel=PANEL_DEC,
-        help="mirror: the discriminator "
-                                                  "also scores the reconstructions as fakes (default on).")] = None,
-    hard_share: Annotated[float | None, typer.Option("--hard-share", rich_help_panel=PANEL_DEC,
-        help="mirror: share of each batch drawn from "
-                                                     "the training images the classifier is unsure of (default "
-                                                     "0).")] = None,
-    hard_below: Annotated[float | None, typer.Option("--hard-below", rich_help_panel=PANEL_DEC,
-        help="mirror, with --hard-share: unsure = top "
-                                                     "class probability below this (default 0.7).")] = None,
+                                              help="Fine-tune this decoder .safetensors.")] = None,
     time_limit: Annotated[float | None, typer.Option("--time-limit", rich_help_panel=PANEL_DEC,
-        help="mirror: stop training after this many "
-                                                     "seconds and save (cosine schedules decay over it).")] = None,
-    width: Annotated[int | None, typer.Option("--width", rich_help_panel=PANEL_DEC,
-        help="mirror: the decoder's channels at the feature "
-                                              "map's size, halved per octave (default 64, or --init's).")] = None,
-    min_width: Annotated[int | None, typer.Option("--min-width", rich_help_panel=PANEL_DEC,
-        help="mirror: the fewest channels the halving "
-                                                  "stops at (default 32, or --init's).")] = None,
-    spe_upsample: Annotated[str | None, typer.Option("--spe-upsample", rich_help_panel=PANEL_DEC,
-        help="mirror, skip decoders: how SPE "
-                                                     "resizes its features to each skip, nearest (default, "
-                                                     "blocks) or bilinear (or --init's).")] = None,
-    adv_focus: Annotated[str | None, typer.Option("--adv-focus", rich_help_panel=PANEL_DEC,
-        help="mirror, skip decoders: which "
-                                                  "discriminator patches of a decoded image are fakes, image "
-                                                  "(all; default) or edit (those in the CSP mask).")] = None,
-    spe_grid: Annotated[int | None, typer.Option("--spe-grid", rich_help_panel=PANEL_DEC,
-        help="mirror, skip decoders: the grid SPE pools "
-                                                 "the source's skips to, in cells (default 0: the feature map's "
-                                                 "size, or --init's).")] = None,
-    lambda_perc: Annotated[float | None, typer.Option("--lambda-perc", rich_help_panel=PANEL_DEC,
-        help="mirror: weight of a perceptual "
-                                                      "reconstruction loss in the classifier's own stage "
-                                                      "features (default 0).")] = None,
-    rec_mask_weight: Annotated[float | None, typer.Option(
-        "--rec-mask-weight", rich_help_panel=PANEL_DEC,
-            help="mirror, skip decoders: L_rec's pixels inside the k = 0 CSP mask (what the "
-                                  "decoder redraws even at k = 0) count this many times (default 1).")] = None,
+                                                     help="Stop training after this many seconds and save (cosine "
+                                                          "schedules decay over it).")] = None,
     config: Annotated[Path | None, typer.Option(
-        "--config", help="mirror: a TOML file of MirrorTrainConfig fields (its [mirror] table), e.g. "
-                         "lambda_adv = 0.5; flags and --set override it.")] = None,
+        "--config", rich_help_panel=PANEL_DEC,
+        help="A TOML file of MirrorTrainConfig fields (its [mirror] table), e.g. lambda_adv = 0.5; flags and "
+             "--set override it.")] = None,
     settings: Annotated[list[str] | None, typer.Option(
-        "--set", help="mirror: one MirrorTrainConfig field as KEY=VALUE (repeatable), e.g. --set lambda_tri=2.")]
-    = None,
+        "--set", rich_help_panel=PANEL_DEC,
+        help="One MirrorTrainConfig field as KEY=VALUE (repeatable), e.g. --set lambda_tri=2.")] = None,
     device: Device = "auto",
     data_dir: DataDir = None,
+    decoder: dict[str, Any] | None = None,
 ) -> None:
     """Train a generator against a model's frozen classifier (writes weights/NAME/<method>.safetensors).
 
-    The decoder's research knobs are MirrorTrainConfig fields: the flags below, --config FILE.toml or --set KEY=VALUE.
+    The Mirror-CFE decoder's knobs are MirrorTrainConfig fields: the flags of their panel, --config FILE.toml
+    or --set KEY=VALUE.
     """
     from cfe_cli import api
 
-    fields = {"mirror": ("epoch", "cls", "adv", "rec", "fea", "tri", "d") + (("perc",) if lambda_perc else ()),
+    opts = dict(decoder or {})
+    opts["csp_rho"] = _parse_rho(opts.get("csp_rho"))
+    fields = {"mirror": ("epoch", "cls", "adv", "rec", "fea", "tri", "d") + (("perc",) if opts.get("lambda_perc")
+                                                                            else ()),
               "cvae": ("epoch", "attr_bce", "rec", "kl", "edit_bce")}.get(method, ("epoch", "rec", "kl"))
     with progress_bar(f"train-gen {method}", fields) as update:
         r = api.train_gen(model, method=method, epochs=epochs, batch_size=batch_size, lr=lr, device=device,
                           data_dir=data_dir, seed=seed, max_steps=max_steps, classifier=classifier, weights=weights,
-                          out=out, init=init, lambda_cls=lambda_cls, lambda_adv=lambda_adv, k_cfe_share=k_cfe_share,
-                          augment=augment, precision=precision, schedule=schedule, disc=disc,
-                          skips=skips, skip_stem=skip_stem, csp_rho=_parse_rho(csp_rho), pairs=pairs,
-                          pair_share=pair_share, lr_d=lr_d, disc_rec=disc_rec, hard_share=hard_share,
-                          hard_below=hard_below, time_limit=time_limit, width=width, min_width=min_width,
-                          spe_upsample=spe_upsample, adv_focus=adv_focus, spe_grid=spe_grid,
-                          lambda_perc=lambda_perc, rec_mask_weight=rec_mask_weight, config=config,
-                          settings=settings, command=command_line(), progress=update)
+                          out=out, init=init, time_limit=time_limit, config=config, settings=settings,
+                          command=command_line(), progress=update, **opts)
+    _print_generator(method, r)
+
+
+def _print_generator(method: str, r: dict[str, Any]) -> None:
     if method == "vae":
         console.print(_tagged("VAE", "green", f" -> {r['path']} ({r['seconds']:.0f} s); test reconstruction L1 "
                       f"{r['reconstruction_l1']:.4f}, classifier accuracy on reconstructions "

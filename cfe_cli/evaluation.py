@@ -134,24 +134,15 @@ def evaluate(
 ) -> dict[str, Any]:
     """Score methods on dataset images whose prediction is each pair's source class.
 
-    For every pair ``s:t`` the first ``n`` images of the split that the classifier
-    predicts as s are explained towards t, in batches. ``sources="correct"`` keeps only those
-    whose label is also s (the protocol of correctly classified test images); the default,
-    ``"predicted"``, also explains the misclassified ones, and each row reports the share of
-    its sources that are correctly classified (``source_correct``). Per-sample metrics
-    (``cfe_cli.metrics``) are averaged per pair and overall (with more than one pair), each
-    with its n. For Mirror-CFE the 1st CFE and the full reflection are both scored (``mirror``
-    and ``mirror@reflection`` rows). Realism (``fd_effnetlite0``, ``kd_effnetlite0`` per pair
-    against real images of class t; ``dfd_effnetlite0`` per sample) needs ``cfe[metrics]``.
-
-    ``global_attributions`` (latent methods with probes): the global attribution ranking of
-    every pair — the mean over valid counterfactuals of each descriptor's (attribute's) change
-    in predicted probability — written to ``out/global_attributions.json`` with a bar chart
-    ``out/global_{method}_{s}_to_{t}.png`` per method and pair.
-
-    ``out`` defaults to ``out/eval-<model>-<methods>``; a folder holding another command's
-    metrics.json is refused unless ``force``. ``resume`` keeps the finished rows of an earlier
-    evaluation with the same settings in ``out`` and runs only the rest.
+    For every pair ``s:t`` the first ``n`` images of the split predicted as s are explained towards
+    t. ``sources="correct"`` keeps only those labelled s too; with ``"predicted"`` each row reports
+    the share of correctly classified sources (``source_correct``). Per-sample metrics
+    (``cfe_cli.metrics``) are averaged per pair and, with several pairs, overall. Mirror-CFE is scored
+    at the 1st CFE (``mirror``) and the reflection (``mirror@reflection``). Realism
+    (``fd/kd/dfd_effnetlite0``) needs ``cfe[metrics]``. ``global_attributions`` (latent methods with
+    probes) writes ``out/global_attributions.json`` and a chart per method and pair. ``out`` defaults
+    to ``out/eval-<model>-<methods>``; another command's metrics.json there is refused unless
+    ``force``; ``resume`` keeps the finished rows of an earlier evaluation with the same settings.
 
     Returns:
         the metrics.json document (also written to ``out/metrics.json``).
@@ -164,44 +155,16 @@ def evaluate(
         raise InputError("--compile is for --method mirror (the optimisation methods take --precision bf16)")
     folder = make_out_dir(out if out is not None else default_out(model, methods))
     previous = _check_folder(folder, resume, force)
-    per_method = split_options(methods, options or {})
-    dev = resolve_device(device)
-    model_folder = resolve_model(model)
-    clf = load_any_classifier(model_folder, dev, classifier, weights)  # loaded once, shared by the methods
-    channels_last(clf.model)
-    explainers = [Explainer(clf, m, folder=model_folder, threshold=threshold, seed=seed, decoder=decoder,
-                            precision=precision, compile=compile and m == "mirror", **per_method[m])
-                  for m in methods]
+    explainers, data, preds, nets, ref_data = _prepare(
+        model, methods, options, device=device, classifier=classifier, weights=weights, decoder=decoder,
+        threshold=threshold, seed=seed, precision=precision, compile=compile, global_attributions=global_attributions,
+        split=split, data_dir=data_dir, realism=realism, fid_weights=fid_weights, lpips_weights=lpips_weights)
     ex0 = explainers[0]
-    classes = ex0.classes
+    classes, dataset = ex0.classes, ex0.clf.info["dataset"]
     pair_list = parse_pairs(pairs, classes)
-    if global_attributions and not any(ex.probes is not None for ex in explainers):
-        raise InputError(f"--global needs latent probes: use --method attack, gci or cecas with a model that has "
-                         f"probes.safetensors (cfe train-gen --model {ex0.folder.name} --method vae)")
-    dataset = ex0.clf.info.get("dataset")
-    if not dataset:
-        raise InputError(f"{ex0.folder} does not name its dataset")
-    data = load_dataset(dataset, split, root=data_dir, size=ex0.clf.config.resolution)
-    with torch.inference_mode():
-        preds = torch.cat([ex0.clf.model(data.images[i:i + 512].to(dev)).argmax(1).cpu()
-                           for i in range(0, len(data), 512)])
-    nets = _load_nets(ex0, dataset, dev, realism, fid_weights, lpips_weights)
-    ref_data = _reference_split(dataset, split, data_dir, ex0.clf.config.resolution) if nets.feats is not None else None
-    doc = {"kind": "evaluate", "command": command, "model": str(ex0.folder), "dataset": dataset, "split": split,
-           "n_per_pair": n, "sources": sources, "methods": methods,
-           "pairs": [f"{classes[s]}:{classes[t]}" for s, t in pair_list],
-           "threshold": threshold if any(ex.uses_threshold for ex in explainers) else None,
-           "validity_rules": {ex.method: ex.impl.validity_rule for ex in explainers},
-           "options": {k: (list(v) if isinstance(v, tuple) else v) for k, v in (options or {}).items()
-                       if v is not None},
-           "device": str(dev), "oracle": nets.oracle is not None,
-           "precision": precision, "compile": compile,
-           "realism": "effnetlite0" if nets.feats is not None else None,
-           "identity": "dlib face_recognition_resnet_model_v1" if nets.faces is not None else None,
-           "fid_weights": None if nets.inception is None else {"path": str(fid_weights), "sha256": _fid_sha()},
-           "lpips_weights": None if nets.lpips_net is None else str(lpips_weights),
-           "notes": NOTES, "rows": [], "overall": [], "references": [],
-           "machine": f"{platform.machine()} {torch.get_num_threads()} threads"}
+    doc = _header(ex0, explainers, nets, dataset, pair_list, command=command, split=split, n=n, sources=sources,
+                  methods=methods, threshold=threshold, options=options, precision=precision, compile=compile,
+                  fid_weights=fid_weights, lpips_weights=lpips_weights)
     kept = _resumable_rows(previous, doc)
     global_rows: list[dict[str, Any]] = []
     total, done = len(pair_list) * len(methods), 0
@@ -236,6 +199,58 @@ def evaluate(
     doc["metrics_path"] = str(folder / "metrics.json")
     doc["global_rankings"] = global_rows
     return doc
+
+
+def _prepare(model: str | os.PathLike[str], methods: list[str], options: dict[str, Any] | None, *, device: str,
+             classifier: str | None, weights: Any, decoder: Any, threshold: float, seed: int, precision: str,
+             compile: bool, global_attributions: bool, split: str, data_dir: Any, realism: bool, fid_weights: Any,
+             lpips_weights: Any) -> tuple[list[Explainer], Any, torch.Tensor, _Nets, Any]:
+    """The explainers (one classifier, loaded once), the split with its predictions, and the scoring networks."""
+    per_method = split_options(methods, options or {})
+    dev = resolve_device(device)
+    model_folder = resolve_model(model)
+    clf = load_any_classifier(model_folder, dev, classifier, weights)  # loaded once, shared by the methods
+    channels_last(clf.model)
+    explainers = [Explainer(clf, m, folder=model_folder, threshold=threshold, seed=seed, decoder=decoder,
+                            precision=precision, compile=compile and m == "mirror", **per_method[m])
+                  for m in methods]
+    ex0 = explainers[0]
+    if global_attributions and not any(ex.probes is not None for ex in explainers):
+        raise InputError(f"--global needs latent probes: use --method attack, gci or cecas with a model that has "
+                         f"probes.safetensors (cfe train-gen --model {ex0.folder.name} --method vae)")
+    dataset = ex0.clf.info.get("dataset")
+    if not dataset:
+        raise InputError(f"{ex0.folder} does not name its dataset")
+    data = load_dataset(dataset, split, root=data_dir, size=ex0.clf.config.resolution)
+    with torch.inference_mode():
+        preds = torch.cat([ex0.clf.model(data.images[i:i + 512].to(dev)).argmax(1).cpu()
+                           for i in range(0, len(data), 512)])
+    nets = _load_nets(ex0, dataset, dev, realism, fid_weights, lpips_weights)
+    ref_data = _reference_split(dataset, split, data_dir, ex0.clf.config.resolution) if nets.feats is not None else None
+    return explainers, data, preds, nets, ref_data
+
+
+def _header(ex0: Explainer, explainers: list[Explainer], nets: _Nets, dataset: str, pair_list: list[tuple[int, int]],
+            *, command: str, split: str, n: int, sources: str, methods: list[str], threshold: float,
+            options: dict[str, Any] | None, precision: str, compile: bool, fid_weights: Any,
+            lpips_weights: Any) -> dict[str, Any]:
+    """metrics.json's settings: what was run, on what, with which networks (rows come later)."""
+    classes, dev = ex0.classes, ex0.device
+    return {"kind": "evaluate", "command": command, "model": str(ex0.folder), "dataset": dataset, "split": split,
+           "n_per_pair": n, "sources": sources, "methods": methods,
+           "pairs": [f"{classes[s]}:{classes[t]}" for s, t in pair_list],
+           "threshold": threshold if any(ex.uses_threshold for ex in explainers) else None,
+           "validity_rules": {ex.method: ex.impl.validity_rule for ex in explainers},
+           "options": {k: (list(v) if isinstance(v, tuple) else v) for k, v in (options or {}).items()
+                       if v is not None},
+           "device": str(dev), "oracle": nets.oracle is not None,
+           "precision": precision, "compile": compile,
+           "realism": "effnetlite0" if nets.feats is not None else None,
+           "identity": "dlib face_recognition_resnet_model_v1" if nets.faces is not None else None,
+           "fid_weights": None if nets.inception is None else {"path": str(fid_weights), "sha256": _fid_sha()},
+           "lpips_weights": None if nets.lpips_net is None else str(lpips_weights),
+           "notes": NOTES, "rows": [], "overall": [], "references": [],
+           "machine": f"{platform.machine()} {torch.get_num_threads()} threads"}
 
 
 SETTINGS = ("model", "dataset", "split", "n_per_pair", "sources", "threshold", "options", "precision", "realism")

@@ -72,6 +72,13 @@ class Explainer:
         self.probes = self.impl.probes
 
     @property
+    def mirror(self) -> Any:
+        """Mirror-CFE's :class:`~cfe_cli.methods.mirror.MirrorCFE` (its search, decoder and path)."""
+        if self.method != "mirror":
+            raise AttributeError(f"the {self.method} explainer has no Mirror-CFE")
+        return self.impl.cfe  # type: ignore[attr-defined]
+
+    @property
     def uses_threshold(self) -> bool:
         return self.impl.uses_threshold
 

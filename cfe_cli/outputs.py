@@ -215,21 +215,16 @@ def explain(
         target: target class (name or index) for every input; default: the runner-up. Inputs
             the classifier already assigns to it are *skipped* (listed with the reason), not failed.
         method: a registered method (``mirror``, ``attack``, ``gci``, ``cecas``, ``pgd``).
-        images: write ``{name}.png`` (panel), ``{name}_cf.png`` and ``{name}_reflection.png``
-            (mirror) / ``{name}_reconstruction.png`` (latent methods) / ``{name}_perturbation.png`` (pgd).
+        images: write ``{name}.png`` (panel), ``{name}_cf.png`` and ``{name}_<second image>.png``.
         video: write ``{name}.mp4`` (``frames`` frames at ``fps``, ``size``×``size``) and ``{name}_strip.png``.
-        attributions: add attribute/descriptor scores (latent methods with probes) and a
-            bar chart ``{name}_attributions.png``.
+        attributions: attribute/descriptor scores (latent methods) and ``{name}_attributions.png``.
         options: the method's config fields (e.g. ``{"lam": 10}`` for GCI); a field the method
             does not have is an InputError.
         resume: skip inputs whose outputs of a previous run in ``out`` are complete.
-        classifier, weights: explain a user's own classifier (``module:factory`` + safetensors
-            ``weights``, or a TorchScript file) on the model folder's data and generators;
-            ``decoder``: a Mirror-CFE decoder trained for it (``train_gen(..., classifier=..., out=...)``).
+        classifier, weights, decoder: a user's own classifier (``module:factory`` + safetensors
+            ``weights``, or TorchScript) and its Mirror-CFE decoder (``train_gen(..., classifier=...)``).
 
-    Every file is written under a temporary name and renamed, so a killed run never
-    leaves a half-written output; ``metrics.json`` and ``failures.json`` are rewritten
-    after every batch.
+    Files are written atomically; metrics.json and failures.json are rewritten after every batch.
 
     Returns:
         ``{"results": [...], "failures": [...], "skipped": [...], "resumed": int, "warnings": [...],
@@ -237,7 +232,7 @@ def explain(
         and skipped input ``{"input", "error"/"reason"}``.
     """
     from cfe_cli.explainer import Explainer
-    from cfe_cli.inputs import class_index, resolve_inputs
+    from cfe_cli.inputs import class_index
 
     _check_video_options(frames, size, video)
     ex = Explainer(model, method, device=device, threshold=threshold, seed=seed, classifier=classifier,
@@ -252,40 +247,43 @@ def explain(
         stale.unlink(missing_ok=True)
     items = resolve_inputs(inputs, channels=ex.clf.config.in_channels, resolution=ex.clf.config.resolution,
                            data_dir=data_dir, classes=classes, label=label, strict=strict)
-    if not items:
-        raise InputError("no inputs given")
     failures = [{"input": it.input, "error": it.error} for it in items if it.error]
     warnings = [it.warning for it in items if it.warning]
     good = [it for it in items if it.error is None]
-    results: list[dict[str, Any]] = []
-    skipped: list[dict[str, Any]] = []
-    used: set[str] = set()
-    files = RunFiles(folder, {})
-    resumed = 0
+    results, skipped, used, files, resumed = [], [], set(), RunFiles(folder, {}), 0  # type: ignore[var-annotated]
     if resume:
         previous = complete_records(files.metrics_path, method, video, images)
         results.extend(previous.values())
         used.update(r["name"] for r in previous.values())
         resumed = sum(1 for it in good if it.input in previous)
         good = [it for it in good if it.input not in previous]
-    files.doc = {"command": command, "model": str(ex.folder), "model_name": ex.folder.name, "method": method,
+    files.doc = {"kind": "animate" if video and not images else "explain", "command": command,
+                 "model": str(ex.folder), "model_name": ex.folder.name, "method": method,
                  "options": {k: _jsonable(v) for k, v in (options or {}).items() if v is not None},
                  "validity_rule": ex.impl.validity_rule,
                  **({"threshold": threshold} if ex.uses_threshold else {}), "classes": classes,
                  "device": str(dev), "precision": precision, "compile": compile,
                  "results": results, "failures": failures, "skipped": skipped}
-    done = 0
     for start in range(0, len(good), batch_size):
         batch = good[start:start + batch_size]
-        done += len(batch)
         _explain_batch(ex, batch, tgt, files, used, skipped, folder, images=images, video=video, frames=frames,
                        fps=fps, size=size, attributions=attributions)
         files.flush()  # updated as batches finish
         if progress is not None:
-            progress({"completed": done, "total": len(good)})
+            progress({"completed": start + len(batch), "total": len(good)})
     files.flush()
     return {"results": results, "failures": failures, "skipped": skipped, "warnings": warnings,
             "metrics_path": str(files.metrics_path), "resumed": resumed}
+
+
+def resolve_inputs(inputs: list[str], **kw: Any) -> list[Any]:
+    """The inputs' images (files, folders, dataset references); none at all is an InputError."""
+    from cfe_cli.inputs import resolve_inputs as resolve
+
+    items = resolve(inputs, **kw)
+    if not items:
+        raise InputError("no inputs given")
+    return items
 
 
 def _jsonable(v: Any) -> Any:

@@ -194,6 +194,32 @@ class MirrorCFE:
         lt = logits.gather(1, target[:, None]).squeeze(1)
         return lt - logits.scatter(1, target[:, None], float("-inf")).amax(1)
 
+    def _scan_rest(self, prep: dict[str, Tensor], lost: Tensor, pts: Tensor, mid: int, found: Tensor, lo: Tensor,
+                   hi: Tensor, best_x: Tensor, best_l: Tensor, decodes: Tensor) -> None:
+        """Step 2b of :meth:`first_cfe`: rows that missed at every probe decode the rest of the grid
+        (chunked), so an input fails only when no grid k in (0, 1] is the target. Updates in place."""
+        target, dev, top = prep["target"], prep["f_s"].device, self.grid - 1
+        todo = torch.ones(top + 1, dtype=torch.bool, device=dev)
+        todo[0] = todo[mid] = todo[top] = False  # k = 0 is the source; mid and top were decoded
+        todo[pts] = False
+        rest = todo.nonzero().squeeze(1)  # the grid indices no probe decoded
+        R, G = len(lost), len(rest)
+        step_rows = max(1, self.scan_chunk // max(G, 1))
+        for a in range(0, R, step_rows):  # chunked: at most scan_chunk decodes at a time
+            rows = lost[a:a + step_rows]
+            n = len(rows)
+            xs, ls = self._decode_rows(prep, rows.repeat_interleave(G), rest.repeat(n))
+            decodes[rows] += G
+            hit = (self._target_margin(ls, target[rows].repeat_interleave(G)) > 0).view(n, G)
+            ok = hit.any(1)
+            j = hit.float().argmax(1)[ok]
+            r = torch.arange(n, device=dev)[ok]
+            sel = rows[ok]
+            hi[sel] = rest[j]
+            lo[sel] = rest[j] - 1  # every grid point below the hit is a known miss: settled
+            found[sel] = True
+            best_x[sel], best_l[sel] = xs.view(n, G, *xs.shape[1:])[r, j], ls.view(n, G, -1)[r, j]
+
     @torch.inference_mode()
     def first_cfe(self, prep: dict[str, Tensor]) -> dict[str, Tensor]:
         """Find the smallest grid k whose decoded image the classifier assigns to the target.
@@ -267,26 +293,7 @@ class MirrorCFE:
         #     enters the target only between probes (~1 in 6 of these rows on Fashion-MNIST)
         lost = (~found).nonzero().squeeze(1)
         if len(lost) and self.exact_fail:
-            todo = torch.ones(top + 1, dtype=torch.bool, device=dev)
-            todo[0] = todo[mid] = todo[top] = False  # k = 0 is the source; mid and top were decoded
-            todo[pts] = False
-            rest = todo.nonzero().squeeze(1)  # the grid indices no probe decoded
-            R, G = len(lost), len(rest)
-            step_rows = max(1, self.scan_chunk // max(G, 1))
-            for a in range(0, R, step_rows):  # chunked: at most scan_chunk decodes at a time
-                rows = lost[a:a + step_rows]
-                n = len(rows)
-                xs, ls = self._decode_rows(prep, rows.repeat_interleave(G), rest.repeat(n))
-                decodes[rows] += G
-                hit = (self._target_margin(ls, target[rows].repeat_interleave(G)) > 0).view(n, G)
-                ok = hit.any(1)
-                j = hit.float().argmax(1)[ok]
-                r = torch.arange(n, device=dev)[ok]
-                sel = rows[ok]
-                hi[sel] = rest[j]
-                lo[sel] = rest[j] - 1  # every grid point below the hit is a known miss: settled
-                found[sel] = True
-                best_x[sel], best_l[sel] = xs.view(n, G, *xs.shape[1:])[r, j], ls.view(n, G, -1)[r, j]
+            self._scan_rest(prep, lost, pts, mid, found, lo, hi, best_x, best_l, decodes)
         # 3. regula falsi (Illinois) inside each bracket, decoding only unsettled rows
         while True:
             act = (found & (hi - lo > 1)).nonzero().squeeze(1)
