@@ -22,12 +22,29 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 from rich.text import Text
+from typer.core import TyperGroup
 
 from cfe_cli import __version__
 from cfe_cli.errors import CfeError, InputError, NotImplementedYet
 
+# `cfe --help` lists the commands in the order a new user needs them: look around, predict, explain,
+# then train. Commands not named here follow in registration order.
+COMMAND_ORDER = ("models", "datasets", "predict", "explain", "animate", "evaluate", "report", "train-clf",
+                 "train-gen")
+
+
+class TaskOrderGroup(TyperGroup):
+    """A Typer group whose help lists commands in :data:`COMMAND_ORDER` instead of registration order."""
+
+    def list_commands(self, ctx: typer.Context) -> list[str]:  # type: ignore[override]
+        names = super().list_commands(ctx)
+        rank = {n: i for i, n in enumerate(COMMAND_ORDER)}
+        return sorted(names, key=lambda n: (rank.get(n, len(rank)), names.index(n)))
+
+
 app = typer.Typer(
     name="cfe",
+    cls=TaskOrderGroup,
     help="Counterfactual explanations for image classifiers (Mirror-CFE, latent attacks, GCI, CECAS, PGD).",
     no_args_is_help=True,
     add_completion=False,
@@ -126,16 +143,21 @@ def progress_bar(description: str, fields: tuple[str, ...]) -> Iterator[Callable
         yield update
 
 
+def _print_version(value: bool) -> None:
+    """``--version`` is eager: it prints and exits before Click asks for a command."""
+    if value:
+        console.print(f"cfe {__version__}")
+        raise typer.Exit(0)
+
+
 @app.callback()
 def main_callback(
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks of errors.")] = False,
-    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False,
+    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.", is_eager=True,
+                                          callback=_print_version)] = False,
 ) -> None:
     """Counterfactual explanations for image classifiers."""
     STATE["debug"] = debug
-    if version:
-        console.print(f"cfe {__version__}")
-        raise typer.Exit(0)
 
 
 @app.command("train-clf")
@@ -182,8 +204,8 @@ def train_clf(
 @app.command("models")
 @handle_errors
 def models(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
-    """List every model found (weights/, ./weights, $CFE_WEIGHTS_DIR, ~/.cache/cfe/weights) and the
-    buildable ones that cannot ship (CelebA)."""
+    """List every model found (weights/, ./weights, $CFE_WEIGHTS_DIR, ~/.cache/cfe/weights) and the buildable
+    ones that cannot ship (CelebA)."""
     from cfe_cli import api
 
     found = api.models()
