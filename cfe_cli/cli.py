@@ -257,6 +257,45 @@ def datasets(data_dir: DataDir = None,
         console.print("no datasets found")
 
 
+@app.command("predict")
+@handle_errors
+def predict(
+    inputs: Annotated[list[str], typer.Argument(help="Image files, folders (recursive) or DATASET:SPLIT:INDEX.")],
+    model: Annotated[str, typer.Option("--model", help="Model name (weights/NAME) or folder.")],
+    top: Annotated[int, typer.Option("--top", help="How many of the most probable classes to list.")] = 3,
+    label: Annotated[str | None, typer.Option("--label", help="Ground-truth class of file inputs.")] = None,
+    strict: Annotated[bool, typer.Option("--strict", help="Refuse images of another size instead of "
+                                         "resizing.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    device: Device = "auto",
+    data_dir: DataDir = None,
+) -> None:
+    """Show the classifier's prediction, confidence and top classes for each input."""
+    from cfe_cli.predicting import predict_inputs
+
+    r = predict_inputs(inputs, model=model, top=top, device=device, data_dir=data_dir, label=label, strict=strict)
+    for w in r["warnings"]:
+        err_console.print(_tagged("warning:", "yellow", f" {w}"), highlight=False, soft_wrap=True)
+    if as_json:
+        typer.echo(json.dumps(r, indent=2))
+    elif r["results"]:
+        t = Table(title=f"predictions ({Path(r['model']).name})")
+        with_gt = any(rec["gt"] is not None for rec in r["results"])
+        for col in ("input", *(("label",) if with_gt else ()), "prediction", "confidence", f"top {top}"):
+            t.add_column(col, justify="right" if col == "confidence" else "left",
+                         overflow="fold" if col == "input" else "ellipsis")
+        for rec in r["results"]:
+            tops = ", ".join(f"{c['class']} {c['probability']:.3f}" for c in rec["top"])
+            gt = (str(rec["gt"] or "-"),) if with_gt else ()
+            t.add_row(rec["input"], *gt, rec["prediction"], f"{rec['confidence']:.3f}", tops)
+        console.print(t)
+    for f in r["failures"]:  # one line each; most errors already name their input
+        msg = f["error"] if f["input"] in f["error"] else f"{f['input']}: {f['error']}"
+        err_console.print(_tagged("failed:", "red", f" {msg}"), highlight=False, soft_wrap=True)
+    if r["failures"]:
+        raise typer.Exit(1)
+
+
 def _pending(name: str, issue: str) -> None:
     raise NotImplementedYet(f"'cfe {name}' is not implemented yet ({issue})")
 
