@@ -260,7 +260,8 @@ def datasets(data_dir: DataDir = None,
 @app.command("predict")
 @handle_errors
 def predict(
-    inputs: Annotated[list[str], typer.Argument(help="Image files, folders (recursive) or DATASET:SPLIT:INDEX.")],
+    inputs: Annotated[list[str], typer.Argument(help="Image files, folders (recursive) or DATASET:SPLIT:INDEX.",
+                                                metavar="INPUT")],
     model: Annotated[str, typer.Option("--model", help="Model name (weights/NAME) or folder.")],
     top: Annotated[int, typer.Option("--top", help="How many of the most probable classes to list.")] = 3,
     label: Annotated[str | None, typer.Option("--label", help="Ground-truth class of file inputs.")] = None,
