@@ -22,12 +22,29 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 from rich.text import Text
+from typer.core import TyperGroup
 
 from cfe_cli import __version__
 from cfe_cli.errors import CfeError, InputError, NotImplementedYet
 
+# `cfe --help` lists the commands in the order a new user needs them: look around, predict, explain,
+# then train. Commands not named here follow in registration order.
+COMMAND_ORDER = ("models", "methods", "datasets", "predict", "explain", "animate", "evaluate", "report", "train-clf",
+                 "train-gen")
+
+
+class TaskOrderGroup(TyperGroup):
+    """A Typer group whose help lists commands in :data:`COMMAND_ORDER` instead of registration order."""
+
+    def list_commands(self, ctx: typer.Context) -> list[str]:  # type: ignore[override]
+        names = super().list_commands(ctx)
+        rank = {n: i for i, n in enumerate(COMMAND_ORDER)}
+        return sorted(names, key=lambda n: (rank.get(n, len(rank)), names.index(n)))
+
+
 app = typer.Typer(
     name="cfe",
+    cls=TaskOrderGroup,
     help="Counterfactual explanations for image classifiers (Mirror-CFE, latent attacks, GCI, CECAS, PGD).",
     no_args_is_help=True,
     add_completion=False,
@@ -140,16 +157,21 @@ def progress_bar(description: str, fields: tuple[str, ...]) -> Iterator[Callable
         yield update
 
 
+def _print_version(value: bool) -> None:
+    """``--version`` is eager: it prints and exits before Click asks for a command."""
+    if value:
+        console.print(f"cfe {__version__}")
+        raise typer.Exit(0)
+
+
 @app.callback()
 def main_callback(
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks of errors.")] = False,
-    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False,
+    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.", is_eager=True,
+                                          callback=_print_version)] = False,
 ) -> None:
     """Counterfactual explanations for image classifiers."""
     STATE["debug"] = debug
-    if version:
-        console.print(f"cfe {__version__}")
-        raise typer.Exit(0)
 
 
 @app.command("train-clf")
@@ -196,8 +218,8 @@ def train_clf(
 @app.command("models")
 @handle_errors
 def models(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
-    """List every model found (weights/, ./weights, $CFE_WEIGHTS_DIR, ~/.cache/cfe/weights) and the
-    buildable ones that cannot ship (CelebA)."""
+    """List every model found (weights/, ./weights, $CFE_WEIGHTS_DIR, ~/.cache/cfe/weights) and the buildable
+    ones that cannot ship (CelebA)."""
     from cfe_cli import api
 
     found = api.models()
@@ -267,6 +289,46 @@ def methods(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")]
         t.add_row(m["name"], m["paper"], m["second_image"], opts or "-")
     t.caption = "an option of another method is refused (cfe explain --method pgd --lambda 5 is an error)"
     console.print(t)
+
+
+@app.command("predict")
+@handle_errors
+def predict(
+    inputs: Annotated[list[str], typer.Argument(help="Image files, folders (recursive) or DATASET:SPLIT:INDEX.",
+                                                metavar="INPUT")],
+    model: Annotated[str, typer.Option("--model", help="Model name (weights/NAME) or folder.")],
+    top: Annotated[int, typer.Option("--top", help="How many of the most probable classes to list.")] = 3,
+    label: Annotated[str | None, typer.Option("--label", help="Ground-truth class of file inputs.")] = None,
+    strict: Annotated[bool, typer.Option("--strict", help="Refuse images of another size instead of "
+                                         "resizing.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    device: Device = "auto",
+    data_dir: DataDir = None,
+) -> None:
+    """Show the classifier's prediction, confidence and top classes for each input."""
+    from cfe_cli.predicting import predict_inputs
+
+    r = predict_inputs(inputs, model=model, top=top, device=device, data_dir=data_dir, label=label, strict=strict)
+    for w in r["warnings"]:
+        err_console.print(_tagged("warning:", "yellow", f" {w}"), highlight=False, soft_wrap=True)
+    if as_json:
+        typer.echo(json.dumps(r, indent=2))
+    elif r["results"]:
+        t = Table(title=f"predictions ({Path(r['model']).name})")
+        with_gt = any(rec["gt"] is not None for rec in r["results"])
+        for col in ("input", *(("label",) if with_gt else ()), "prediction", "confidence", f"top {top}"):
+            t.add_column(col, justify="right" if col == "confidence" else "left",
+                         overflow="fold" if col == "input" else "ellipsis")
+        for rec in r["results"]:
+            tops = ", ".join(f"{c['class']} {c['probability']:.3f}" for c in rec["top"])
+            gt = (str(rec["gt"] or "-"),) if with_gt else ()
+            t.add_row(rec["input"], *gt, rec["prediction"], f"{rec['confidence']:.3f}", tops)
+        console.print(t)
+    for f in r["failures"]:  # one line each; most errors already name their input
+        msg = f["error"] if f["input"] in f["error"] else f"{f['input']}: {f['error']}"
+        err_console.print(_tagged("failed:", "red", f" {msg}"), highlight=False, soft_wrap=True)
+    if r["failures"]:
+        raise typer.Exit(1)
 
 
 def _pending(name: str, issue: str) -> None:

@@ -106,7 +106,9 @@ def data_dir(path: str | os.PathLike[str] | None = None) -> Path:
     """
     raw = path if path is not None else os.environ.get("CFE_DATA_DIR")
     if raw is None or str(raw) == "":
-        raise DataError("no data directory: pass --data-dir or set CFE_DATA_DIR")
+        # one message for both audiences: the library is called from notebooks as well as the CLI
+        raise DataError("no data directory: pass data_dir=... (Python) or --data-dir (cfe), or set CFE_DATA_DIR "
+                        "to the folder holding the datasets (see the README's Data section)")
     root = Path(raw).expanduser()
     if not root.is_dir():
         raise DataError(f"data directory not found: {root}")

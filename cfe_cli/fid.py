@@ -36,7 +36,7 @@ INCEPTION_SHA256 = "f58cb9b6ec323ed63459aa4fb441fe750cfe39fafad6da5cb504a16f19e9
 
 def load_inception(path: str | os.PathLike[str], device: torch.device | str = "cpu") -> torch.nn.Module:
     """Load the user's Inception file after checking its sha256 (one-line error otherwise)."""
-    from cfe_cli.models.external import file_sha256
+    from cfe_cli.models.external import file_sha256, load_torchscript
 
     expected_sha256 = INCEPTION_SHA256
     p = Path(path)
@@ -48,7 +48,7 @@ def load_inception(path: str | os.PathLike[str], device: torch.device | str = "c
         raise InputError(f"--fid-weights: {p.name} is not the original FID Inception (sha256 {digest[:12]}…, "
                          f"expected {expected_sha256[:12]}…); cfe labels a value FID only with that file")
     try:
-        net = torch.jit.load(str(p), map_location=device)
+        net = load_torchscript(p, map_location=device)
     except Exception as e:  # noqa: BLE001 - any failure to read the archive is the same user error
         raise InputError(f"--fid-weights: cannot load {p.name} as TorchScript: {e}".splitlines()[0]) from None
     return net.eval()

@@ -255,10 +255,11 @@ def panel_geometry(cell: int = 192) -> dict[str, int]:
 
     Returns:
         ``pad`` (gap around cells), ``title_h`` / ``caption_h`` (text bands above / below the
-        cells), ``width`` = 4·cell + 5·pad and ``height`` = 2·pad + title_h + cell + caption_h.
+        cells; the caption band holds the caption and, under the heat map, its colour bar),
+        ``width`` = 4·cell + 5·pad and ``height`` = 2·pad + title_h + cell + caption_h.
     """
     pad = max(4, cell // 16)
-    text_h = max(14, cell // 7)
+    text_h = max(24, cell // 5)
     return {
         "pad": pad,
         "title_h": text_h,
@@ -280,7 +281,8 @@ def explanation_panel(
     """A one-row figure: source | 1st CFE | full reflection | signed difference heat map.
 
     The heat map shows cf − source averaged over channels, blue = negative, white = 0,
-    red = positive, on the symmetric scale ±max|diff|. Each image is resized to ``cell`` x
+    red = positive, on the symmetric scale ±max|diff|; a colour bar under it says so ("darker −"
+    in blue, "+ brighter" in red: the counterfactual is darker / brighter there). Each image is resized to ``cell`` x
     ``cell`` nearest-neighbour; a title is drawn above each cell and a caption (e.g.
     ``"8 (0.99)"``) below. A missing ``cf`` (failed input) gives grey "no CFE" cells for the
     1st CFE and the heat map; a missing ``reflection`` a grey "none" cell.
@@ -328,7 +330,8 @@ def explanation_panel(
         _to_uint8_hwc(ref) if ref is not None else "none",
         _heat_map((cfx - src).mean(0)) if cfx is not None else "no CFE",
     ]
-    text_px = max(9, int(title_h * 0.62))
+    text_px = max(9, int(max(14, cell // 7) * 0.62))
+    cap_y = y0 + cell + min(g["caption_h"] / 2, text_px * 0.75)  # caption row; the colour bar goes below it
     for i, content in enumerate(cells):
         x0 = pad + i * (cell + pad)
         if isinstance(content, str):
@@ -340,8 +343,36 @@ def explanation_panel(
         t, f = _fit(str(titles[i]), cell, text_px, 7)
         draw.text((x0 + cell / 2, pad + title_h / 2), t, font=f, fill=BLACK, anchor="mm")
         t, f = _fit(str(captions[i]), cell, text_px, 7)
-        draw.text((x0 + cell / 2, y0 + cell + g["caption_h"] / 2), t, font=f, fill=GREY_TEXT, anchor="mm")
+        draw.text((x0 + cell / 2, cap_y), t, font=f, fill=GREY_TEXT, anchor="mm")
+    if cfx is not None:
+        x0 = pad + 3 * (cell + pad)
+        _colour_bar(draw, x0, cap_y + text_px * 0.6, y0 + cell + g["caption_h"] + pad, cell, text_px)
     return canvas
+
+
+def _colour_bar(draw: ImageDraw.ImageDraw, x0: int, top: float, bottom: float, cell: int, text_px: int) -> None:
+    """The heat map's key in the band ``top..bottom`` under it: "darker −" (blue), a blue-white-red
+    gradient, "+ brighter" (red); the words are dropped when the cell is too narrow for them."""
+    mid = (top + bottom) / 2
+    bar_h = max(3, round((bottom - top) * 0.3))
+    f = _font(max(7, round(text_px * 0.72)))
+    minus = "−" if _has_math_glyphs() else "-"
+    left, right = f"darker {minus}", "+ brighter"
+    gap = 4
+    bar_w = cell - _text_w(left, f) - _text_w(right, f) - 2 * gap
+    if bar_w < cell * 0.2:  # narrow cell: signs only
+        left, right = minus, "+"
+        bar_w = cell - _text_w(left, f) - _text_w(right, f) - 2 * gap
+    bar_w = int(min(bar_w, cell * 0.5))
+    lw, rw = _text_w(left, f), _text_w(right, f)
+    bx = round(x0 + (cell - (lw + gap + bar_w + gap + rw)) / 2 + lw + gap)
+    ramp = _heat_map(torch.linspace(-1.0, 1.0, max(bar_w, 2))[None])[0]  # (bar_w, 3): blue -> white -> red
+    for j, rgb in enumerate(ramp[:bar_w]):
+        draw.line([(bx + j, mid - bar_h / 2), (bx + j, mid + bar_h / 2)], fill=tuple(int(c) for c in rgb))
+    draw.rectangle([bx - 1, round(mid - bar_h / 2) - 1, bx + bar_w, round(mid + bar_h / 2) + 1],
+                   outline=(160, 160, 160))
+    draw.text((bx - gap, mid), left, font=f, fill=(0, 0, 255), anchor="rm")
+    draw.text((bx + bar_w + gap, mid), right, font=f, fill=(255, 0, 0), anchor="lm")
 
 
 # --------------------------------------------------------------------------- video: layout
@@ -404,9 +435,12 @@ class _Layout:
         self.axis_y = round(322 * u)
         self.axis_x0, self.axis_x1 = round(112 * u), round(688 * u)
         self.band = (self.img_y + self.cell + round(8 * u), round(366 * u))  # rows redrawn per frame
+        # key to the top row's titles, in the gap between the images and the k axis's labels
+        self.key_y = (round(240 * u), round(258 * u))
         # bottom plot
-        self.plot_title_y = round(392 * u)
-        self.legend_y = round(420 * u)
+        self.plot_title_y = round(386 * u)
+        self.legend_y = round(410 * u)
+        self.legend2_y = round(429 * u)
         self.px0, self.px1 = round(84 * u), round(696 * u)
         self.py0, self.py1 = round(446 * u), round(732 * u)
         self.xlabel_y = round(780 * u)
@@ -483,6 +517,15 @@ def _background(
     static_titles = {0: f"Source ({source_name})", 2: f"1st CFE ({target_name})", 3: f"{end_name} ({target_name})"}
     for i, title in static_titles.items():
         _draw_title(d, (lay.cell_x[i] + lay.cell / 2) * S, lay.title_y * S, title, lay.cell * S, u)
+    # key to those titles: what SFE, CFE and the end of the path are
+    end_what = {"Reflection": "k = 1, the source's features mirrored across the source/target boundary",
+                "Final": "the optimisation's last image"}.get(end_name, "the end of the path")
+    keys = ["SFE (semi-factual): the path's image, still the source class  ·  "
+            "CFE (counterfactual): classified as the target",
+            f"1st CFE: the first CFE on the path  ·  {end_name}: {end_what}"]
+    for y, text in zip(lay.key_y, keys, strict=True):
+        t, f = _fit(text, (size - 24 * lay.u) * S, round(13 * u), round(9 * u))
+        d.text((size * S / 2, y * S), t, font=f, fill=GREY_TEXT, anchor="mm")
     if first_img is None:
         x0, y0 = lay.cell_x[2] * S, (lay.img_y + lay.img_off[0]) * S
         x1 = x0 + lay.cell * S - 1
@@ -511,18 +554,31 @@ def _background(
     # --- bottom: the confidence plot
     px0, px1, py0, py1 = lay.px0 * S, lay.px1 * S, lay.py0 * S, lay.py1 * S
     d.text((size * S / 2, lay.plot_title_y * S), "Target Class Confidence", font=font(20), fill=BLACK, anchor="mm")
-    # legend: a row under the title, never over the curves
-    entries = [(ORANGE, "intended")] if intended is not None else []
-    entries += [(BLUE, "predicted"), (GREEN, _distance_label())]
-    f14 = font(14)
-    seg, sp, gap = 26 * u, 6 * u, 22 * u
-    total = sum(seg + sp + _text_w(t, f14) for _, t in entries) + gap * (len(entries) - 1)
-    x = size * S / 2 - total / 2
-    ly = lay.legend_y * S
-    for colour, text in entries:
-        d.line([(x, ly), (x + seg, ly)], fill=colour, width=max(1, round(3 * u)))
-        d.text((x + seg + sp, ly), text, font=f14, fill=BLACK, anchor="lm")
-        x += seg + sp + _text_w(text, f14) + gap
+    # legend: two rows under the title, never over the curves; each entry says what its line measures
+    # (colour, text, marker): a solid or dashed line like the curve's, or none (a note)
+    rows: list[list[tuple[tuple[int, int, int], str, str]]] = [[], []]
+    if intended is not None:
+        rows[0].append((ORANGE, "intended p(target): the head on the features", "line"))
+    rows[0].append((BLUE, "predicted p(target): the classifier on the image", "line"))
+    rows[1] += [(GREEN, f"{_distance_label()} (right axis)", "line"), (RED, "current frame", "dashes"),
+                (GREY_TEXT, "K(S:…, T:…): p(source), p(target) at the dot", "none")]
+    seg, sp, gap = 26 * u, 6 * u, 20 * u
+    for row, ly in zip(rows, (lay.legend_y * S, lay.legend2_y * S), strict=True):
+        for px in range(14, 8, -1):  # the largest font that fits the row in the frame
+            f_row = font(px)
+            widths = [(seg + sp if m != "none" else 0) + _text_w(t, f_row) for _, t, m in row]
+            total = sum(widths) + gap * (len(row) - 1)
+            if total <= (size - 16 * lay.u) * S:
+                break
+        x = size * S / 2 - total / 2
+        for (colour, text, marker), w in zip(row, widths, strict=True):
+            if marker == "dashes":  # as the current-k line: red dashes
+                _dashed_hline(d, x, x + seg, ly, 5 * u, max(1, round(2.4 * u)), colour)
+            elif marker == "line":
+                d.line([(x, ly), (x + seg, ly)], fill=colour, width=max(1, round(3 * u)))
+            tx = x + (seg + sp if marker != "none" else 0)
+            d.text((tx, ly), text, font=f_row, fill=BLACK if marker != "none" else GREY_TEXT, anchor="lm")
+            x += w + gap
 
     # axes ranges
     xk0, xk1 = (k0, k1) if k1 > k0 else (k0 - 0.5, k0 + 0.5)
@@ -712,7 +768,10 @@ def render_video(
     blue moving dot labelled ``K(S:…, T:…)`` in orange (intended) and blue (predicted); and a
     "Target Class Confidence" plot of the intended (orange) and predicted (blue) target
     confidence and, on its own right-hand scale, the distance (green), with a red dashed line
-    at the current k. The file is written to a temporary name and renamed when complete.
+    at the current k. A grey key under the images says what SFE, CFE, 1st CFE and the end of
+    the path (``end_name``) are, and the plot's two-row legend what each curve, the red line
+    and the ``K(S:…, T:…)`` labels measure, so a frame explains itself without the docs.
+    The file is written to a temporary name and renamed when complete.
 
     Args:
         path: Destination ``.mp4``; missing parent folders are created.

@@ -49,7 +49,7 @@ class CounterfactualResult:
         second_probs: ``(B, K)`` the classifier's probabilities on ``second``.
         steps: ``(B,)`` long: engine steps to the threshold, or decoder passes (Mirror-CFE;
             ``steps_name`` says which).
-        k: ``(B,)`` Mirror-CFE's k of the 1st CFE (NaN where none); None for other methods.
+        k: ``(B,)`` Mirror-CFE's k of the 1st CFE (−1 where none); None for other methods.
         p_target: ``(B,)`` the target probability of ``x_cf`` (optimisation methods) or None.
         z0, z_cf: ``(B, D)`` the latent code before and after (latent methods) or None.
         frames: the path for videos, or None.

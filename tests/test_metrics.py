@@ -495,7 +495,9 @@ class _StandIn(torch.nn.Module):
 def _stand_in_file(tmp_path):
     torch.manual_seed(0)
     path = tmp_path / "standin.pt"
-    torch.jit.script(_StandIn()).save(str(path))
+    from tests.user_models import to_torchscript
+
+    to_torchscript(_StandIn()).save(str(path))
     from cfe_cli.models.external import file_sha256
 
     return path, file_sha256(path)

@@ -201,3 +201,53 @@ def test_render_video_encoder_failure_is_input_error(tmp_path: Path, monkeypatch
     with pytest.raises(InputError):
         render_video(tmp_path / "m.mp4", size=200, **_video_inputs(3))
     assert not list(tmp_path.iterdir())
+
+
+# --------------------------------------------------------------------------- keys: what the colours and names mean
+
+
+def _blue_red(region: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Column indices of saturated blue and red pixels in an RGB region."""
+    r, g, b = (region[..., i].astype(int) for i in range(3))
+    blue = (b > 200) & (r < 90) & (g < 90)
+    red = (r > 200) & (g < 90) & (b < 90)
+    return np.nonzero(blue)[1], np.nonzero(red)[1]
+
+
+def test_explanation_panel_colour_bar_says_which_sign_is_which_colour() -> None:
+    """Under the heat map (and only there) a bar runs from blue (x_cf darker, left) to red (brighter, right)."""
+    torch.manual_seed(0)
+    src, cf = torch.rand(1, 28, 28), torch.rand(1, 28, 28)
+    cell = 192
+    g = panel_geometry(cell)
+    arr = np.asarray(explanation_panel(src, cf, src, titles=["a"] * 4, captions=["c"] * 4, cell=cell))
+    below = arr[g["pad"] + g["title_h"] + cell :]  # caption band and bottom pad
+    x3 = g["pad"] + 3 * (cell + g["pad"])
+    blue, red = _blue_red(below[:, x3 : x3 + cell])
+    assert len(blue) > 50 and len(red) > 50
+    assert blue.mean() < red.mean()  # blue on the negative (left) end, red on the positive end
+    assert all(len(c) == 0 for c in _blue_red(below[:, : x3 - g["pad"]]))  # no bar under the other cells
+    # no counterfactual, no heat map, no colour bar
+    arr = np.asarray(explanation_panel(src, None, src, titles=["a"] * 4, captions=["c"] * 4, cell=cell))
+    assert all(len(c) == 0 for c in _blue_red(arr[g["pad"] + g["title_h"] + cell :]))
+
+
+def test_video_frames_carry_a_key_to_titles_and_curves(tmp_path: Path) -> None:
+    """Between the images and the k axis, text explains SFE / CFE / the end of the path; the plot's
+    legend has a second row with the distance (green) and the current-frame line (red dashes)."""
+    from cfe_cli.render import _Layout
+
+    size = 800
+    out = render_video(tmp_path / "m.mp4", size=size, **_video_inputs(6))
+    reader = imageio_ffmpeg.read_frames(str(out))
+    next(reader)
+    frame = np.frombuffer(next(reader), np.uint8).reshape(size, size, 3)
+    reader.close()
+    lay = _Layout(size, (28, 28))
+    for y in lay.key_y:  # two lines of grey text spanning most of the frame's width
+        ink = np.nonzero((frame[y - 5 : y + 6].astype(int).sum(-1) < 600).any(0))[0]
+        assert len(ink) > 0 and ink.max() - ink.min() > 0.6 * size
+    row2 = frame[lay.legend2_y - 3 : lay.legend2_y + 4].astype(int)
+    r, g, b = row2[..., 0], row2[..., 1], row2[..., 2]
+    assert ((g > 120) & (r < 110) & (b < 110)).any()  # green distance entry
+    assert ((r > 170) & (g < 90) & (b < 90)).any()  # red dashes: the current frame

@@ -67,13 +67,13 @@ def test_structure_check_finds_gap_head_and_feature_map():
 
 
 def test_torchscript_structure(tmp_path):
-    good = torch.jit.script(user_models.ScriptableGap().eval())
+    good = user_models.to_torchscript(user_models.ScriptableGap().eval())
     good.save(str(tmp_path / "good.pt"))
     from cfe_cli.models.external import wrap_classifier
 
     w = wrap_classifier(str(tmp_path / "good.pt"), None, resolution=28, channels=1, num_classes=10)
     assert w.mirror_problem is None and w.features(torch.rand(2, 1, 28, 28)).shape == (2, 32, 7, 7)
-    bad = torch.jit.script(user_models.ScriptableFlat().eval())
+    bad = user_models.to_torchscript(user_models.ScriptableFlat().eval())
     bad.save(str(tmp_path / "flat.pt"))
     w = wrap_classifier(str(tmp_path / "flat.pt"), None, resolution=28, channels=1, num_classes=10)
     assert "features(x)" in w.mirror_problem

@@ -2,8 +2,22 @@
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch import nn
+
+
+def to_torchscript(module: nn.Module) -> torch.jit.ScriptModule:
+    """``torch.jit.script`` for the tests that build TorchScript files a user may already have.
+
+    torch >= 2.10 deprecates TorchScript for torch.export (cfe's forward path, tested with .pt2
+    archives), but cfe must keep loading existing TorchScript files, and writing one still needs
+    ``torch.jit.script``: only that deprecation message is ignored, only here.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated", category=DeprecationWarning)
+        return torch.jit.script(module)
 
 
 def gap_net() -> nn.Module:

@@ -239,10 +239,16 @@ class MirrorCFE:
         About 4.9 decoder passes per input instead of 100 (4 coarse + bisection took 8.6);
         same index as the exhaustive sweep wherever one crossing lies in the bracket.
 
+        A row whose target is its own prediction (``prep["target"] == prep["source"]``) has no
+        mirror (w_t − w_s = 0) and nothing to explain: it is never found, as the CLI reports
+        "target equals the prediction" for it, and ``target_is_source`` marks it.
+
         Returns:
-            ``index (B,)`` long grid index of the 1st CFE (−1 where none), ``k (B,)``
-            (NaN where none), ``x_cf (B, C, H, W)`` (the reflection where none),
-            ``cf_probs (B, K)``, ``x_reflection``, ``reflection_probs``, ``decodes`` (B,) count.
+            ``index (B,)`` long grid index of the 1st CFE (−1 where none), ``k (B,)`` float
+            (−1.0 where none, so ``k.tolist()`` is valid JSON; never NaN), ``found (B,)`` bool,
+            ``target_is_source (B,)`` bool (why a row is not found when set),
+            ``x_cf (B, C, H, W)`` (the reflection where none), ``cf_probs (B, K)``,
+            ``x_reflection``, ``reflection_probs``, ``decodes`` (B,) count.
         """
         f_s, target = prep["f_s"], prep["target"]
         B, dev, top = f_s.shape[0], f_s.device, self.grid - 1
@@ -260,8 +266,9 @@ class MirrorCFE:
         lo, hi = full(0), full(top)
         m_lo, m_hi = m_src.clone(), m_ref.clone()
         best_x, best_l = x_ref.clone(), l_ref.clone()
-        found = m_ref > 0
-        hit_mid = m_mid > 0
+        same = target == prep["source"]  # no pair to mirror (w_t − w_s = 0): every "hit" is the source itself
+        found = (m_ref > 0) & ~same
+        hit_mid = (m_mid > 0) & ~same
         side = torch.where(hit_mid, 1, -1)  # which end the last probe replaced (+1: hi)
         lo = torch.where(found & ~hit_mid, mid, lo)
         m_lo = torch.where(found & ~hit_mid, m_mid, m_lo)
@@ -270,7 +277,7 @@ class MirrorCFE:
         best_x[hit_mid], best_l[hit_mid] = x2[B:][hit_mid], l2[B:][hit_mid]
         # 2. reflection and middle both missed: scan the coarse points below k = 1 (the path may
         #    enter the target between two of them and leave it again; ~4 % of rows)
-        miss = (~found & ~hit_mid).nonzero().squeeze(1)
+        miss = (~found & ~hit_mid & ~same).nonzero().squeeze(1)
         found = found | hit_mid
         pts = torch.linspace(0, top, self.coarse + 1)[1:-1].round().long().to(dev)  # (G,) e.g. 25, 50, 74
         if len(pts) and len(miss):
@@ -291,7 +298,7 @@ class MirrorCFE:
         # 2b. rows that missed at every probe: decode the rest of the grid, so an input fails only
         #     when no grid k in (0, 1] reaches the target (%Fail's definition), not when the path
         #     enters the target only between probes (~1 in 6 of these rows on Fashion-MNIST)
-        lost = (~found).nonzero().squeeze(1)
+        lost = (~found & ~same).nonzero().squeeze(1)
         if len(lost) and self.exact_fail:
             self._scan_rest(prep, lost, pts, mid, found, lo, hi, best_x, best_l, decodes)
         # 3. regula falsi (Illinois) inside each bracket, decoding only unsettled rows
@@ -315,13 +322,25 @@ class MirrorCFE:
             lo[a_m], m_lo[a_m], side[a_m] = g[~h], mg[~h], -1
             best_x[a_h], best_l[a_h] = xg[h], lg[h]
         index = torch.where(found, hi, full(-1))
-        k_cf = torch.where(found, hi.to(f_s.dtype) / top, torch.full((B,), float("nan"), dtype=f_s.dtype, device=dev))
-        return {"index": index, "k": k_cf, "found": found, "x_cf": best_x, "cf_probs": best_l.softmax(1),
-                "x_reflection": x_ref, "reflection_probs": l_ref.softmax(1), "decodes": decodes}
+        k_cf = torch.where(found, hi.to(f_s.dtype) / top, torch.full((B,), -1.0, dtype=f_s.dtype, device=dev))
+        return {"index": index, "k": k_cf, "found": found, "target_is_source": same, "x_cf": best_x,
+                "cf_probs": best_l.softmax(1), "x_reflection": x_ref, "reflection_probs": l_ref.softmax(1),
+                "decodes": decodes}
 
     @torch.inference_mode()
     def explain(self, x: Tensor, target: Tensor | None = None) -> dict[str, Tensor]:
-        """Prepare + 1st-CFE search for a batch ``x (B, C, H, W)``."""
+        """Prepare + 1st-CFE search for a batch ``x (B, C, H, W)``.
+
+        Args:
+            x: images ``(B, C, H, W)`` in [0, 1] on the classifier's device.
+            target: target classes ``(B,)``; default each image's runner-up class.
+
+        Returns:
+            :meth:`prepare`'s fields and :meth:`first_cfe`'s. A row whose target equals its
+            prediction is not an error (the rest of the batch is still explained): it comes back
+            with ``found`` False, ``target_is_source`` True, ``index`` −1 and ``k`` −1.0, like
+            every row without a counterfactual (``k`` is never NaN).
+        """
         prep = self.prepare(x, target)
         out = self.first_cfe(prep)
         return {**prep, **out}

@@ -23,6 +23,7 @@ import hashlib
 import importlib
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,19 @@ from torch import nn
 from cfe_cli.errors import InputError, WeightsError
 
 HEAD_NAMES = ("head", "fc", "classifier", "linear")
+
+
+def load_torchscript(path: str | os.PathLike[str], map_location: str | torch.device = "cpu") -> Any:
+    """``torch.jit.load`` without torch ≥ 2.10's DeprecationWarning for it.
+
+    TorchScript is deprecated in favour of ``torch.export`` (cfe loads ``.pt2`` archives too), but
+    the TorchScript files users already have (their classifiers, FID's Inception-v3) must keep
+    loading; the warning would only tell them what they cannot change. Only that one message is
+    ignored, and only around this call.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"`torch\.jit\.load` is deprecated", category=DeprecationWarning)
+        return torch.jit.load(str(path), map_location=map_location)
 
 
 class _Stop(Exception):
@@ -86,7 +100,7 @@ def load_user_model(spec: str, weights: str | os.PathLike[str] | None = None,
         if not path.is_file():
             raise InputError(f"TorchScript file not found: {path}")
         try:
-            model = torch.jit.load(str(path), map_location="cpu")
+            model = load_torchscript(path, map_location="cpu")
         except (RuntimeError, ValueError, OSError) as e:
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise WeightsError(f"{path} is not a TorchScript archive ({first}); "
