@@ -52,10 +52,10 @@ def methods() -> list[dict[str, Any]]:
     out = []
     for name in available_methods():
         cls = get_method(name)
-        doc = (__import__(cls.__module__, fromlist=["_"]).__doc__ or "").strip().splitlines()
+        doc = " ".join((__import__(cls.__module__, fromlist=["_"]).__doc__ or "").strip().split("\n\n")[0].split())
         opts = [{"name": f.name, "flag": f.metadata.get("flag"), "default": None if f.default is MISSING else f.default,
                  "help": f.metadata.get("help", "")} for f in fields(cls.Config)]
-        out.append({"name": name, "paper": doc[0] if doc else "", "second_image": cls.second_name,
+        out.append({"name": name, "paper": doc, "second_image": cls.second_name,
                     "validity_rule": cls.validity_rule, "uses_threshold": cls.uses_threshold, "options": opts})
     return out
 

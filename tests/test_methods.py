@@ -4,6 +4,7 @@ is one class (the example below is registered from this test only)."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 
 import pytest
@@ -117,9 +118,12 @@ def test_a_method_is_one_class_registered_from_a_test(tiny_model, nudge, tmp_pat
     assert float(res.found.float().mean()) >= 0.5
     # the CLI takes it like a built-in method: files, metrics.json, its option refused elsewhere
     r = CliRunner().invoke(app, ["explain", "mnist:test:0", "mnist:test:1", "--model", str(tiny_model),
-                                 "--method", nudge, "--out", str(tmp_path), "--device", "cpu"])
+                                 "--method", nudge, "--set", "nudge_step=0.1", "--out", str(tmp_path),
+                                 "--device", "cpu"])
     assert r.exit_code == 0, r.output
-    assert (tmp_path / "metrics.json").is_file() and list(tmp_path.glob("*_perturbation.png"))
+    doc = json.loads((tmp_path / "metrics.json").read_text())
+    assert doc["method"] == "nudge" and doc["options"] == {"nudge_step": 0.1} and len(doc["results"]) == 2
+    assert list(tmp_path.glob("*_perturbation.png"))
     with pytest.raises(InputError, match=r"--nudge-step is not an option of --method pgd \(methods that take it: "
                                          r"nudge\)"):
         Explainer(tiny_model, "pgd", device="cpu", nudge_step=1.0)

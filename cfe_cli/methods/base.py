@@ -33,6 +33,7 @@ from cfe_cli.results import CounterfactualResult, Frames
 
 Tensor = torch.Tensor
 METHODS: dict[str, type[Method]] = {}
+BUILTIN = ("mirror", "latent_attack", "gci", "cecas", "pgd")  # modules of the built-in methods
 
 
 def register(name: str) -> Any:
@@ -63,12 +64,11 @@ def available_methods() -> list[str]:
 
 
 def _load_builtin() -> None:
-    """Import the built-in method modules (each registers itself)."""
-    import cfe_cli.methods.cecas  # noqa: F401
-    import cfe_cli.methods.gci  # noqa: F401
-    import cfe_cli.methods.latent_attack  # noqa: F401
-    import cfe_cli.methods.mirror  # noqa: F401
-    import cfe_cli.methods.pgd  # noqa: F401
+    """Import the built-in method modules (each registers itself), in the order ``--method`` lists them."""
+    import importlib
+
+    for module in BUILTIN:
+        importlib.import_module(f"cfe_cli.methods.{module}")
 
 
 def option_flag(key: str) -> str:

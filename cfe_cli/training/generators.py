@@ -15,9 +15,9 @@ from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
-import tomllib
 import torch
 
+from cfe_cli.config import parse_set, read_config_file
 from cfe_cli.data import load_dataset
 from cfe_cli.errors import InputError
 from cfe_cli.models.external import file_sha256
@@ -26,20 +26,9 @@ from cfe_cli.models.weights import LoadedClassifier, resolve_model, save_module
 from cfe_cli.runtime import resolve_device, seed_everything
 from cfe_cli.training.loops import AUGMENTS, DISCRIMINATOR_FOCUS, DISCRIMINATORS, MirrorTrainConfig, Progress
 
-try:
-    import tomllib
-except ModuleNotFoundError:  # Python 3.10: TOML needs the tomli backport
-    tomllib = None  # type: ignore[assignment]
-
-
-def _toml() -> Any:
-    if tomllib is None:
-        raise InputError("--config and --set need Python 3.11 or newer (tomllib)")
-    return tomllib
-
 GENERATORS = ("mirror", "vae", "cvae")
 # fields that only a skip decoder (--skips / --skip-stem, or an --init skip decoder) uses, with their neutral value
-SKIP_ONLY = {"spe_upsample": None, "spe_grid": None, "adv_focus": "image", "rec_mask_weight": 1.0}
+SKIP_ONLY = {"spe_upsample": None, "spe_grid": None, "adv_focus": "image", "rec_mask_weight": 1.0, "csp_rho": None}
 # The decoder knobs the CLI shows as flags (--lambda-adv, --skips/--no-skips, ...): field -> (type, help).
 # The flag is the field's name; defaults are MirrorTrainConfig's; any other field is reachable with --set.
 MIRROR_FLAGS: dict[str, tuple[type, str]] = {
@@ -108,40 +97,12 @@ RULES: dict[str, _Rule] = {
     "precision": (lambda v: v in ("fp32", "bf16"), "unknown precision '{v}'; available: fp32, bf16"),
     "schedule": (lambda v: v in ("constant", "cosine"), "unknown schedule '{v}'; available: constant, cosine"),
     "disc": (lambda v: v in DISCRIMINATORS, f"unknown discriminator '{{v}}'; available: {', '.join(DISCRIMINATORS)}"),
-    "csp_rho": (lambda v: v is None or 0.0 <= v[0] <= v[1] <= 1.0, "--csp-rho needs 0 <= LOW <= HIGH <= 1; got {v}"),
+    "csp_rho": (lambda v: v is None or 0.0 <= v[0] <= v[1] <= 1.0,
+                "--csp-rho needs 0 <= LOW <= HIGH <= 1; got {v[0]},{v[1]}"),
     "k_cfe_share": (lambda v: 0.0 <= v <= 1.0, "--k-cfe-share must be in [0, 1]"),
     "pair_share": (lambda v: 0.0 <= v <= 1.0, "--pair-share must be in [0, 1]"),
     "augment": (lambda v: v in AUGMENTS, f"unknown augmentation '{{v}}'; known: {', '.join(AUGMENTS)}"),
 }
-
-
-def read_config_file(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """The ``[mirror]`` table (or the top level) of a TOML file as ``{field: value}``."""
-    toml = _toml()
-    try:
-        doc = toml.loads(Path(path).read_text())
-    except OSError as e:
-        raise InputError(f"cannot read --config {path}: {e.strerror or e}") from None
-    except toml.TOMLDecodeError as e:
-        raise InputError(f"--config {path} is not valid TOML: {e}") from None
-    table = doc.get("mirror", doc)
-    return {k.replace("-", "_"): (tuple(v) if isinstance(v, list) else v) for k, v in table.items()}
-
-
-def parse_set(items: list[str]) -> dict[str, Any]:
-    """``["lambda_adv=0.5", "skips=true"]`` -> ``{"lambda_adv": 0.5, "skips": True}`` (values parsed as TOML)."""
-    out: dict[str, Any] = {}
-    toml = _toml() if items else None
-    for item in items:
-        if "=" not in item:
-            raise InputError(f"--set takes KEY=VALUE (e.g. lambda_adv=0.5); got '{item}'")
-        key, text = (p.strip() for p in item.split("=", 1))
-        try:
-            value = toml.loads(f"v = {text}")["v"]
-        except toml.TOMLDecodeError:
-            value = text  # a bare word: a string (e.g. disc=class)
-        out[key.replace("-", "_")] = tuple(value) if isinstance(value, list) else value
-    return out
 
 
 def mirror_config(options: dict[str, Any], classes: list[str], *, skip_decoder: bool) -> MirrorTrainConfig:
@@ -160,7 +121,8 @@ def mirror_config(options: dict[str, Any], classes: list[str], *, skip_decoder: 
     skips = bool(opts.get("skips") or opts.get("skip_stem")) or skip_decoder
     for key, neutral in SKIP_ONLY.items():
         if key in opts and opts[key] != neutral and not skips:
-            raise InputError(f"--{key.replace('_', '-')} belongs to a skip decoder (--skips or --skip-stem)")
+            what = "the CSP thresholds (--csp-rho) belong" if key == "csp_rho" else f"--{key.replace('_', '-')} belongs"
+            raise InputError(f"{what} to a skip decoder (--skips or --skip-stem)")
     if "hard_below" in opts and not opts.get("hard_share"):
         raise InputError("--hard-below needs --hard-share")
     if "pair_share" in opts and not opts.get("pairs"):
