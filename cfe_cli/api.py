@@ -23,15 +23,17 @@ from cfe_cli.data import dataset_summary, load_dataset
 from cfe_cli.evaluation import evaluate
 from cfe_cli.explainer import Explainer
 from cfe_cli.methods import available_methods, get_method
+from cfe_cli.models.classifiers import predict_probs
 from cfe_cli.models.weights import LoadedClassifier, list_models, load_classifier, resolve_model
 from cfe_cli.outputs import explain
+from cfe_cli.predicting import predict_inputs
 from cfe_cli.runtime import resolve_device
 from cfe_cli.training.classifier import train_clf
 from cfe_cli.training.generators import train_gen
 
 __all__ = [
     "Explainer", "datasets", "evaluate", "explain", "load_dataset", "load_model", "methods", "models", "predict",
-    "resolve_model", "train_clf", "train_gen",
+    "predict_inputs", "resolve_model", "train_clf", "train_gen",
 ]  # fmt: skip
 
 
@@ -66,9 +68,8 @@ def load_model(name_or_path: str | os.PathLike[str], device: str = "cpu") -> Loa
     return load_classifier(folder / "classifier.safetensors", resolve_device(device))
 
 
-@torch.inference_mode()
 def predict(model: LoadedClassifier, x: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
     """Softmax probabilities ``(B, K)`` of images ``(B, C, H, W)`` in [0, 1]."""
-    dev = next(model.model.parameters()).device
-    out = [model.model(x[i:i + batch_size].to(dev)).softmax(1).cpu() for i in range(0, len(x), batch_size)]
-    return torch.cat(out) if out else torch.empty(0, len(model.classes))
+    if not len(x):
+        return torch.empty(0, len(model.classes))
+    return predict_probs(model.model, x, batch_size)

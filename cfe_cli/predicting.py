@@ -2,7 +2,7 @@
 
 A user checks what the classifier says about an image before asking why: this module
 resolves files, folders and ``DATASET:SPLIT:INDEX`` references with
-:func:`cfe_cli.inputs.resolve_inputs`, runs :func:`cfe_cli.api.predict` on the good ones and
+:func:`cfe_cli.inputs.resolve_inputs`, runs the classifier on the good ones and
 returns one record per input. A bad input never stops the others: it becomes a failure.
 """
 
@@ -13,9 +13,11 @@ from typing import Any
 
 import torch
 
-from cfe_cli.api import load_model, predict
 from cfe_cli.errors import InputError
 from cfe_cli.inputs import resolve_inputs
+from cfe_cli.models.classifiers import predict_probs
+from cfe_cli.models.weights import load_classifier, resolve_model
+from cfe_cli.runtime import resolve_device
 
 
 def predict_inputs(
@@ -57,7 +59,7 @@ def predict_inputs(
         raise InputError(f"--top must be at least 1, got {top}")
     if not inputs:
         raise InputError("no inputs given")
-    clf = load_model(model, device=device)
+    clf = load_classifier(resolve_model(model) / "classifier.safetensors", resolve_device(device))
     classes = clf.classes
     items = resolve_inputs(list(inputs), channels=clf.config.in_channels, resolution=clf.config.resolution,
                            data_dir=data_dir, classes=classes, label=label, strict=strict)
@@ -65,7 +67,7 @@ def predict_inputs(
     results: list[dict[str, Any]] = []
     if good:
         x = torch.stack([it.image for it in good])  # type: ignore[misc]  # (B, C, H, W)
-        probs = predict(clf, x)  # (B, K)
+        probs = predict_probs(clf.model, x)  # (B, K)
         p_top, i_top = probs.topk(min(top, len(classes)), dim=1)  # (B, top) each
         for it, ps, ix in zip(good, p_top.tolist(), i_top.tolist(), strict=True):
             results.append({

@@ -171,3 +171,12 @@ class TrainResult:
     epochs: int
     seconds: float
     history: list[dict[str, float]] = field(default_factory=list)
+
+
+@torch.inference_mode()
+def predict_probs(model: nn.Module, x: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
+    """Softmax probabilities ``(B, K)`` (on the CPU) of images ``x (B, C, H, W)``, in chunks of
+    ``batch_size`` on the model's device."""
+    dev = next(model.parameters()).device
+    out = [model(x[i:i + batch_size].to(dev)).softmax(1).cpu() for i in range(0, len(x), batch_size)]
+    return torch.cat(out) if out else torch.empty(0, 0)
