@@ -8,7 +8,7 @@ Writes the first ``--n`` (default 1,000) MNIST test images (``cfe_cli.data.load_
 in a fresh process (start-up, model loading, PNG decoding, the explanations, every panel / CF /
 reflection PNG and metrics.json included) and reports files/s = input files / wall seconds, with
 the counts read back from OUT/metrics.json and OUT/failures.json (inputs the classifier already
-predicts as 3 are failures: "target equals the prediction").
+predicts as 3 are "skipped" since the redesign, "failures" before it).
 
 Usage::
 
@@ -69,6 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--keep", type=Path, default=None, help="write the PNGs and outputs here and keep them")
     ap.add_argument("--json", type=Path, default=None, help="also write the result as JSON")
+    ap.add_argument("--repo", type=Path, default=ROOT, help="run the explain of this checkout (A/B comparisons)")
     args = ap.parse_args(argv)
 
     with tempfile.TemporaryDirectory(prefix="cfe_explain_folder_") as tmp:
@@ -82,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), MKL_NUM_THREADS=str(args.threads))
         load_before = [round(v, 2) for v in os.getloadavg()]
         t0 = time.perf_counter()
-        proc = subprocess.run(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        proc = subprocess.run(cmd, cwd=args.repo, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         wall = time.perf_counter() - t0
         metrics = json.loads((out / "metrics.json").read_text()) if (out / "metrics.json").exists() else {}
         failures = json.loads((out / "failures.json").read_text()) if (out / "failures.json").exists() else []
@@ -90,7 +91,8 @@ def main(argv: list[str] | None = None) -> int:
         res = {
             "command": " ".join(["python", "-m", "cfe_cli", *cmd[3:]]),
             "files": n, "results": len(results), "valid": sum(1 for r in results if r.get("valid")),
-            "failures": len(failures), "exit_code": proc.returncode, "wall_seconds": round(wall, 2),
+            "failures": len(failures), "skipped": len(metrics.get("skipped", [])), "repo": str(args.repo),
+            "exit_code": proc.returncode, "wall_seconds": round(wall, 2),
             "files_per_second": round(n / wall, 2),
             "threads": args.threads, "machine": f"{platform.machine()}, {cpu_name()}",
             "cpu_count": os.cpu_count(), "load_average_before": load_before, "python": platform.python_version(),
