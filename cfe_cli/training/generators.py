@@ -24,7 +24,8 @@ from cfe_cli.models.external import file_sha256
 from cfe_cli.models.loading import load_any_classifier, require_mirror_structure
 from cfe_cli.models.weights import LoadedClassifier, resolve_model, save_module
 from cfe_cli.runtime import resolve_device, seed_everything
-from cfe_cli.training.loops import AUGMENTS, DISCRIMINATOR_FOCUS, DISCRIMINATORS, MirrorTrainConfig, Progress
+from cfe_cli.training.loops import AUGMENTS, Progress
+from cfe_cli.training.mirror import DISCRIMINATOR_FOCUS, DISCRIMINATORS, MirrorTrainConfig
 
 GENERATORS = ("mirror", "vae", "cvae")
 # fields that only a skip decoder (--skips / --skip-stem, or an --init skip decoder) uses, with their neutral value
@@ -248,7 +249,7 @@ def _train_mirror_job(folder: Path, loaded: LoadedClassifier, dataset: str, opts
                       out: str | os.PathLike[str] | None, classifier: str | None, device: torch.device,
                       data_dir: str | os.PathLike[str] | None, max_steps: int | None, command: str,
                       progress: Progress | None, **_: Any) -> dict[str, Any]:
-    from cfe_cli.training.loops import train_mirror
+    from cfe_cli.training.mirror import train_mirror
 
     start_dec, earlier = _load_init(init, device) if init is not None else (None, [])
     cfg = mirror_config(opts, loaded.classes, skip_decoder=bool(getattr(start_dec, "uses_skips", False)))
