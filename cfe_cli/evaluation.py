@@ -168,6 +168,8 @@ def evaluate(
     kept = _resumable_rows(previous, doc)
     global_rows: list[dict[str, Any]] = []
     total, done = len(pair_list) * len(methods), 0
+    if progress is not None:
+        progress({"completed": 0, "total": total})
     for s, t in pair_list:
         pair = _pair_inputs(data, preds, s, t, n, sources, split, classes, nets, ref_data)
         if pair.reference is not None:

@@ -264,6 +264,8 @@ def explain(
                  **({"threshold": threshold} if ex.uses_threshold else {}), "classes": classes,
                  "device": str(dev), "precision": precision, "compile": compile,
                  "results": results, "failures": failures, "skipped": skipped}
+    if progress is not None:
+        progress({"completed": 0, "total": len(good)})
     for start in range(0, len(good), batch_size):
         batch = good[start:start + batch_size]
         _explain_batch(ex, batch, tgt, files, used, skipped, folder, images=images, video=video, frames=frames,

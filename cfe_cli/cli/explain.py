@@ -64,7 +64,7 @@ def _report(r: dict[str, Any], what: str) -> None:
         cols = ["name", "source (conf)", "target", "k of 1st CFE" if mirror else "steps", "counterfactual (conf)"]
         cols += [SECOND_HEAD[second] + " (conf)"] if second else []
         for col in cols + ["valid", "L1"]:
-            t.add_column(col)
+            t.add_column(col, overflow="fold")
 
         def conf(pred: Any, c: Any) -> str:
             return "-" if pred is None else f"{pred} ({c:.2f})"

@@ -236,19 +236,14 @@ class MirrorCFE:
            the Illinois modification (the margin is smooth but not linear in k), one decode
            per row and round, until the hit's left neighbour is a known miss.
 
-        About 4.9 decoder passes per input instead of 100 (4 coarse + bisection took 8.6);
-        same index as the exhaustive sweep wherever one crossing lies in the bracket.
-
-        A row whose target is its own prediction (``prep["target"] == prep["source"]``) has no
-        mirror (w_t − w_s = 0) and nothing to explain: it is never found, as the CLI reports
-        "target equals the prediction" for it, and ``target_is_source`` marks it.
+        About 4.9 decoder passes per input instead of 100; same index as the exhaustive sweep
+        wherever one crossing lies in the bracket. A row whose target is its own prediction has
+        no mirror (w_t − w_s = 0): it is never found and ``target_is_source`` marks it.
 
         Returns:
-            ``index (B,)`` long grid index of the 1st CFE (−1 where none), ``k (B,)`` float
-            (−1.0 where none, so ``k.tolist()`` is valid JSON; never NaN), ``found (B,)`` bool,
-            ``target_is_source (B,)`` bool (why a row is not found when set),
-            ``x_cf (B, C, H, W)`` (the reflection where none), ``cf_probs (B, K)``,
-            ``x_reflection``, ``reflection_probs``, ``decodes`` (B,) count.
+            ``index (B,)`` grid index of the 1st CFE and ``k (B,)`` (both −1 where none, never NaN),
+            ``found``/``target_is_source (B,)`` bool, ``x_cf (B, C, H, W)`` (the reflection where none),
+            ``cf_probs (B, K)``, ``x_reflection``, ``reflection_probs``, ``decodes (B,)``.
         """
         f_s, target = prep["f_s"], prep["target"]
         B, dev, top = f_s.shape[0], f_s.device, self.grid - 1
