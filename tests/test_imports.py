@@ -62,3 +62,17 @@ def test_imports_flow_one_way():
             elif _layer(other) > LAYERS[me]:
                 bad.append(f"{'/'.join(rel.parts)} (layer {LAYERS[me]}) imports {mod} (layer {_layer(other)})")
     assert not bad, "imports against the flow:\n" + "\n".join(sorted(bad))
+
+
+def test_modules_and_functions_stay_small():
+    """No module over 600 lines and no function over 100 (docstring included)."""
+    big = []
+    for path in PKG.rglob("*.py"):
+        src = path.read_text()
+        rel = path.relative_to(PKG).as_posix()
+        if len(src.splitlines()) > 600:
+            big.append(f"{rel}: {len(src.splitlines())} lines")
+        for node in ast.walk(ast.parse(src)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno >= 100:
+                big.append(f"{rel}:{node.lineno} {node.name}: {node.end_lineno - node.lineno + 1} lines")
+    assert not big, "split these:\n" + "\n".join(big)
