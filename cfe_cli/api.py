@@ -203,6 +203,7 @@ def train_gen(
     spe_grid: int | None = None,
     lambda_perc: float | None = None,
     rec_mask_weight: float | None = None,
+    lambda_match: float | None = None,
     command: str = "",
     progress: Progress | None = None,
 ) -> dict[str, Any]:
@@ -254,7 +255,9 @@ def train_gen(
     (mirror, default 0): weight of L_perc, the reconstruction's distance to the source in every stage
     of the explained classifier (a perceptual loss with no extra weights); ``rec_mask_weight``
     (mirror, skip decoders, default 1): L_rec's pixels inside the k = 0 CSP mask, which the decoder
-    redraws from SPE's input even when nothing is edited, count this many times.
+    redraws from SPE's input even when nothing is edited, count this many times; ``lambda_match``
+    (mirror, default 0): weight of L_match, the decoded images' texture statistics in the classifier's
+    stages against real training images of the class they should show (cfe_cli/realism.py).
     """
     from cfe_cli.methods.mirror import PRECISIONS, MirrorCFE
     from cfe_cli.training import DISCRIMINATORS, MirrorTrainConfig, train_mirror
@@ -280,11 +283,12 @@ def train_gen(
                                or disc_rec is not None or hard_share is not None or hard_below is not None
                                or time_limit is not None or width is not None or min_width is not None
                                or spe_upsample is not None or adv_focus is not None or spe_grid is not None
-                               or lambda_perc is not None or rec_mask_weight is not None):
+                               or lambda_perc is not None or rec_mask_weight is not None
+                               or lambda_match is not None):
         raise InputError("--init, --lambda-cls, --lambda-adv, --k-cfe-share, --augment, --precision, --schedule, "
                          "--disc, --skips, --skip-stem, --csp-rho, --pairs, --pair-share, --lr-d, --disc-rec, "
                          "--hard-share, --hard-below, --time-limit, --width, --min-width, --spe-upsample, "
-                         "--adv-focus, --spe-grid, --lambda-perc and --rec-mask-weight are options of --method "
+                         "--adv-focus, --spe-grid, --lambda-perc, --rec-mask-weight and --lambda-match are options of --method "
                          "mirror")
     for flag, v in (("--width", width), ("--min-width", min_width)):
         if v is not None and not 4 <= v <= 1024:
@@ -306,6 +310,8 @@ def train_gen(
         raise InputError(f"--spe-grid must be in [0, 1024] cells (0: the feature map's size); got {spe_grid}")
     if spe_grid is not None and not (skips or skip_stem or init is not None):
         raise InputError("--spe-grid belongs to a skip decoder (--skips or --skip-stem)")
+    if lambda_match is not None and not lambda_match >= 0:
+        raise InputError("--lambda-match must be 0 or more")
     if lambda_perc is not None and not lambda_perc >= 0:
         raise InputError("--lambda-perc must be 0 or more")
     if rec_mask_weight is not None and not rec_mask_weight >= 1:
@@ -365,7 +371,8 @@ def train_gen(
                             hard_share=hard_share or 0.0, hard_below=0.7 if hard_below is None else hard_below,
                             width=width, min_width=min_width, spe_upsample=spe_upsample,
                             adv_focus=adv_focus or "image", spe_grid=spe_grid, lambda_perc=lambda_perc or 0.0,
-                            rec_mask_weight=1.0 if rec_mask_weight is None else float(rec_mask_weight))
+                            rec_mask_weight=1.0 if rec_mask_weight is None else float(rec_mask_weight),
+                            lambda_match=lambda_match or 0.0)
     start_dec, earlier = None, []
     if init is not None:
         from cfe_cli.models.weights import load_decoder

@@ -331,13 +331,17 @@ def train_gen(
     rec_mask_weight: Annotated[float | None, typer.Option(
         "--rec-mask-weight", help="mirror, skip decoders: L_rec's pixels inside the k = 0 CSP mask (what the "
                                   "decoder redraws even at k = 0) count this many times (default 1).")] = None,
+    lambda_match: Annotated[float | None, typer.Option("--lambda-match", help="mirror: weight of L_match, decoded "
+                                                       "images' stage statistics vs real images of their class "
+                                                       "(default 0).")] = None,
     device: Device = "auto",
     data_dir: DataDir = None,
 ) -> None:
     """Train a generator against a model's frozen classifier (writes weights/NAME/<method>.safetensors)."""
     from cfe_cli import api
 
-    fields = {"mirror": ("epoch", "cls", "adv", "rec", "fea", "tri", "d") + (("perc",) if lambda_perc else ()),
+    fields = {"mirror": ("epoch", "cls", "adv", "rec", "fea", "tri", "d") + (("perc",) if lambda_perc else ())
+              + (("match",) if lambda_match else ()),
               "cvae": ("epoch", "attr_bce", "rec", "kl", "edit_bce")}.get(method, ("epoch", "rec", "kl"))
     with progress_bar(f"train-gen {method}", fields) as update:
         r = api.train_gen(model, method=method, epochs=epochs, batch_size=batch_size, lr=lr, device=device,
@@ -348,7 +352,8 @@ def train_gen(
                           pair_share=pair_share, lr_d=lr_d, disc_rec=disc_rec, hard_share=hard_share,
                           hard_below=hard_below, time_limit=time_limit, width=width, min_width=min_width,
                           spe_upsample=spe_upsample, adv_focus=adv_focus, spe_grid=spe_grid,
-                          lambda_perc=lambda_perc, rec_mask_weight=rec_mask_weight, command=command_line(),
+                          lambda_perc=lambda_perc, rec_mask_weight=rec_mask_weight, lambda_match=lambda_match,
+                          command=command_line(),
                           progress=update)
     if method == "vae":
         console.print(_tagged("VAE", "green", f" -> {r['path']} ({r['seconds']:.0f} s); test reconstruction L1 "

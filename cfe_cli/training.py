@@ -224,6 +224,8 @@ class MirrorTrainConfig:
     spe_grid: int | None = None  # skip decoders: the grid SPE pools each skip to (None: init's or f_k's size)
     lambda_perc: float = 0.0  # weight of L_perc, the reconstruction's distance in the classifier's stage features
     rec_mask_weight: float = 1.0  # skip decoders: L_rec's pixels inside the k = 0 CSP mask count this many times
+    lambda_match: float = 0.0  # weight of L_match: x_k's stage statistics vs real images of its class (realism.py)
+    match_margin: float = 1.0  # L_match's slack, in spreads of the class's real images
 
 
 DISCRIMINATOR_FOCUS = ("image", "edit")
@@ -352,6 +354,13 @@ def stage_distance(ours: list[torch.Tensor], theirs: list[torch.Tensor]) -> torc
     return torch.stack(terms).mean()
 
 
+def _all_stages(clf: torch.nn.Module) -> Callable[[torch.Tensor], list[torch.Tensor]]:
+    """``x -> [stem, stage_1, …, last]`` for cfe's own classifiers, ``[features]`` otherwise."""
+    if hasattr(clf, "stages"):
+        return lambda x: clf.stages(x, stem=True)
+    return lambda x: [clf.features(x)]
+
+
 def train_mirror(classifier: torch.nn.Module, train: Dataset, cfg: MirrorTrainConfig, *,
                  device: torch.device | str = "cpu", progress: Progress | None = None,
                  max_steps: int | None = None, time_limit: float | None = None,
@@ -456,6 +465,11 @@ def train_mirror(classifier: torch.nn.Module, train: Dataset, cfg: MirrorTrainCo
         if not len(pool):
             raise InputError(f"no training image has a top class probability below {cfg.hard_below} "
                              "(raise --hard-below or drop --hard-share)")
+    table = None
+    if cfg.lambda_match:  # the class table of real training images' stage statistics (cfe_cli/realism.py)
+        from cfe_cli.realism import class_statistics
+
+        table = class_statistics(_all_stages(clf), train.images, train.labels, K, device=device)
     steps_per_epoch = n // cfg.batch_size
     total = steps_per_epoch * cfg.epochs if max_steps is None else min(max_steps, steps_per_epoch * cfg.epochs)
     base_lr = [(g, g["lr"]) for o in (opt_g, opt_d) for g in o.param_groups]
@@ -471,7 +485,8 @@ def train_mirror(classifier: torch.nn.Module, train: Dataset, cfg: MirrorTrainCo
     history: list[dict[str, float]] = []
     step = 0
     timed_out = False
-    keys = ("cls", "adv", "rec", "fea", "tri", "d") + (("perc",) if cfg.lambda_perc else ())
+    keys = (("cls", "adv", "rec", "fea", "tri", "d") + (("perc",) if cfg.lambda_perc else ())
+            + (("match",) if cfg.lambda_match else ()))
     for epoch in range(cfg.epochs):
         perm = torch.randperm(n, generator=gen)
         sums = dict.fromkeys(keys, 0.0)
@@ -517,7 +532,8 @@ def train_mirror(classifier: torch.nn.Module, train: Dataset, cfg: MirrorTrainCo
             with amp:
                 out = (G(torch.cat([f_k, f_s]), sk, mask) if skips else G(torch.cat([f_k, f_s]))).float()
                 x_k, x_rec = out[:B], out[B:]
-                f_hat = clf.features(x_k).float()
+                st_k = _all_stages(clf)(x_k) if table is not None else [clf.features(x_k)]
+                f_hat = st_k[-1].float()
                 fakes = out if cfg.disc_rec else x_k
                 d_fake = D(fakes, y_gen).float()
             # "edit": only the patches the CSP mask edits are fakes; elsewhere x_k is the source's own
@@ -540,9 +556,15 @@ def train_mirror(classifier: torch.nn.Module, train: Dataset, cfg: MirrorTrainCo
                         st_src = clf.stages(x, stem=True) if hasattr(clf, "stages") else [clf.features(x)]
                 l_perc = stage_distance(st_rec, st_src)
             l_tri = triangulation_loss(x, x_k, x_ref, z_s, z_k, z_ref, cfg.alpha).mean()
+            l_match = x.new_zeros(())
+            if table is not None:  # x_k's texture statistics vs real images of the class it should show
+                from cfe_cli.realism import match_loss
+
+                l_match = match_loss(st_k, q_k.argmax(1), k, *table, margin=cfg.match_margin)
             l_adv = focused_mean(F.softplus(-d_fake), w_fake)
             loss = (cfg.lambda_cls * l_cls + cfg.lambda_adv * l_adv + cfg.lambda_rec * l_rec
-                    + cfg.lambda_fea * l_fea + cfg.lambda_tri * l_tri + cfg.lambda_perc * l_perc)
+                    + cfg.lambda_fea * l_fea + cfg.lambda_tri * l_tri + cfg.lambda_perc * l_perc
+                    + cfg.lambda_match * l_match)
             opt_g.zero_grad(set_to_none=True)
             loss.backward()
             opt_g.step()
@@ -557,7 +579,7 @@ def train_mirror(classifier: torch.nn.Module, train: Dataset, cfg: MirrorTrainCo
             timed_out = time_limit is not None and time.perf_counter() - t_start >= time_limit
             vals = {name: float(v.detach()) for name, v in
                     (("cls", l_cls), ("adv", l_adv), ("rec", l_rec), ("fea", l_fea), ("tri", l_tri), ("d", d_loss),
-                     ("perc", l_perc))}
+                     ("perc", l_perc), ("match", l_match))}
             for key in keys:
                 sums[key] += vals[key] * B
             seen += B
