@@ -288,8 +288,8 @@ def train_gen(
         raise InputError("--init, --lambda-cls, --lambda-adv, --k-cfe-share, --augment, --precision, --schedule, "
                          "--disc, --skips, --skip-stem, --csp-rho, --pairs, --pair-share, --lr-d, --disc-rec, "
                          "--hard-share, --hard-below, --time-limit, --width, --min-width, --spe-upsample, "
-                         "--adv-focus, --spe-grid, --lambda-perc, --rec-mask-weight and --lambda-match are options of --method "
-                         "mirror")
+                         "--adv-focus, --spe-grid, --lambda-perc, --rec-mask-weight and --lambda-match are options "
+                         "of --method mirror")
     for flag, v in (("--width", width), ("--min-width", min_width)):
         if v is not None and not 4 <= v <= 1024:
             raise InputError(f"{flag} must be in [4, 1024] channels; got {v}")
