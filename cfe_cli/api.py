@@ -1149,6 +1149,9 @@ def evaluate(
 
         if features.available():
             feats = features.EffNetFeatures().to(dev)
+    from cfe_cli import oracle_effnet  # the second oracle: a probe on those features (cfe_cli/oracle_effnet.py)
+
+    probe = oracle_effnet.load_folder_probe(ex0.folder, dev) if feats is not None else None
     inception = None
     if fid_weights is not None:
         from cfe_cli import fid
@@ -1195,10 +1198,10 @@ def evaluate(
 
         def image_metrics(row: dict[str, Any], x_cf: torch.Tensor, x_all: torch.Tensor = x_all,
                           real_feat: torch.Tensor | None = real_feat,
-                          real_incep: torch.Tensor | None = real_incep) -> None:
+                          real_incep: torch.Tensor | None = real_incep, t: int = t) -> None:
             """The optional network-based metrics of one row's counterfactuals (CPU tensors)."""
             if feats is not None and real_feat is not None:
-                _realism(row, feats, x_all, x_cf, real_feat)
+                _realism(row, feats, x_all, x_cf, real_feat, probe, t)
             if faces is not None:
                 _identity(row, faces, x_all, x_cf)
             if real_incep is not None:
@@ -1277,6 +1280,7 @@ def evaluate(
            "threshold": threshold, "options": options or {}, "device": str(dev), "oracle": oracle is not None,
            "precision": precision, "compile": compile,
            "realism": "effnetlite0" if feats is not None else None,
+           "oracle_effnet": probe is not None,
            "identity": "dlib face_recognition_resnet_model_v1" if faces is not None else None,
            "fid_weights": None if inception is None else {"path": str(fid_weights), "sha256": _fid_sha()},
            "lpips_weights": None if lpips_net is None else str(lpips_weights),
@@ -1286,6 +1290,9 @@ def evaluate(
                                        "between counterfactuals and real test images of the target class; not "
                                        "comparable to published FID (Inception-v3)",
                      "dfd_effnetlite0": "unlearned deep-feature distance on EfficientNet-Lite0 stages; not LPIPS",
+                     "oracle_effnet": "share of counterfactuals that a linear probe on EfficientNet-Lite0 "
+                                      "features of real training images (oracle_effnet.safetensors) labels as the "
+                                      "target; oracle_effnet_real: the same for the real target test images",
                      "references": "the scale of fd_effnetlite0 per pair, against the same real target images: "
                                    "fd_inputs = the unchanged inputs (a counterfactual that changed nothing), "
                                    "fd_real = as many other real target images from another split (what a "
@@ -1378,11 +1385,14 @@ def _realism_references(s: str, t: str, feats: Any, x_all: torch.Tensor, real_fe
     return ref
 
 
-def _realism(row: dict[str, Any], feats: Any, x: torch.Tensor, x_cf: torch.Tensor, real_feat: torch.Tensor) -> None:
-    from cfe_cli import features
+def _realism(row: dict[str, Any], feats: Any, x: torch.Tensor, x_cf: torch.Tensor, real_feat: torch.Tensor,
+             probe: Any = None, t: int = -1) -> None:
+    from cfe_cli import features, oracle_effnet
     from cfe_cli import metrics as M
 
     f_cf = features.embed(x_cf, feats)
+    if probe is not None:
+        row.update(oracle_effnet.score(probe, f_cf, real_feat, t))
     row["fd_effnetlite0"] = round(M.frechet_distance(f_cf, real_feat), 4)
     kd_mean, kd_std = M.kernel_distance(f_cf, real_feat, subsets=20, subset_size=min(len(f_cf), len(real_feat), 200))
     row["kd_effnetlite0"] = round(kd_mean, 5)
