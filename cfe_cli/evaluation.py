@@ -39,6 +39,9 @@ NOTES = {"denoised_valid": "validity after a 5x5 Gaussian blur, sigma 1",
                            "between counterfactuals and real test images of the target class; not "
                            "comparable to published FID (Inception-v3)",
          "dfd_effnetlite0": "unlearned deep-feature distance on EfficientNet-Lite0 stages; not LPIPS",
+         "oracle_effnet": "share of counterfactuals that a linear probe on EfficientNet-Lite0 features of real "
+                          "training images (oracle_effnet.safetensors) labels as the target; oracle_effnet_real: the "
+                          "same for the real target test images",
          "references": "the scale of fd_effnetlite0 per pair, against the same real target images: "
                        "fd_inputs = the unchanged inputs (a counterfactual that changed nothing), "
                        "fd_real = as many other real target images from another split (what a "
@@ -62,6 +65,7 @@ class _Nets:
 
     oracle: torch.nn.Module | None = None
     feats: Any = None
+    probe: Any = None  # oracle_effnet: the linear probe on EfficientNet-Lite0 features (cfe_cli/oracle_effnet.py)
     inception: Any = None
     lpips_net: Any = None
     faces: Any = None
@@ -248,6 +252,7 @@ def _header(ex0: Explainer, explainers: list[Explainer], nets: _Nets, dataset: s
            "device": str(dev), "oracle": nets.oracle is not None,
            "precision": precision, "compile": compile,
            "realism": "effnetlite0" if nets.feats is not None else None,
+           "oracle_effnet": nets.probe is not None,
            "identity": "dlib face_recognition_resnet_model_v1" if nets.faces is not None else None,
            "fid_weights": None if nets.inception is None else {"path": str(fid_weights), "sha256": _fid_sha()},
            "lpips_weights": None if nets.lpips_net is None else str(lpips_weights),
@@ -282,6 +287,9 @@ def _load_nets(ex0: Explainer, dataset: str, dev: torch.device, realism: bool,
 
         if features.available():
             nets.feats = features.EffNetFeatures().to(dev)
+            from cfe_cli import oracle_effnet  # the second oracle: a probe on those features
+
+            nets.probe = oracle_effnet.load_folder_probe(ex0.folder, dev)
     if fid_weights is not None:
         from cfe_cli import fid
 
@@ -326,7 +334,7 @@ def _pair_inputs(data: Any, preds: torch.Tensor, s: int, t: int, n: int, sources
 def _image_metrics(row: dict[str, Any], nets: _Nets, pair: _Pair, x_cf: torch.Tensor) -> None:
     """The optional network-based metrics of one row's counterfactuals (CPU tensors)."""
     if nets.feats is not None and pair.real_feat is not None:
-        _realism(row, nets.feats, pair.x_all, x_cf, pair.real_feat)
+        _realism(row, nets.feats, pair.x_all, x_cf, pair.real_feat, nets.probe, pair.t)
     if nets.faces is not None:
         _identity(row, nets.faces, pair.x_all, x_cf)
     if pair.real_incep is not None:
@@ -506,11 +514,14 @@ def _realism_references(s: str, t: str, feats: Any, x_all: torch.Tensor, real_fe
     return ref
 
 
-def _realism(row: dict[str, Any], feats: Any, x: torch.Tensor, x_cf: torch.Tensor, real_feat: torch.Tensor) -> None:
-    from cfe_cli import features
+def _realism(row: dict[str, Any], feats: Any, x: torch.Tensor, x_cf: torch.Tensor, real_feat: torch.Tensor,
+             probe: Any = None, t: int = -1) -> None:
+    from cfe_cli import features, oracle_effnet
     from cfe_cli import metrics as M
 
     f_cf = features.embed(x_cf, feats)
+    if probe is not None:
+        row.update(oracle_effnet.score(probe, f_cf, real_feat, t))
     row["fd_effnetlite0"] = round(M.frechet_distance(f_cf, real_feat), 4)
     kd_mean, kd_std = M.kernel_distance(f_cf, real_feat, subsets=20, subset_size=min(len(f_cf), len(real_feat), 200))
     row["kd_effnetlite0"] = round(kd_mean, 5)

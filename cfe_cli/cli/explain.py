@@ -264,7 +264,8 @@ def evaluate(
                            lpips_weights=lpips_weights, resume=resume, force=force, command=command_line(),
                            progress=update)
     cols = [("n", "n", "{}"), ("valid", "Val", "{:.3f}"), ("denoised_valid", "D.Val", "{:.3f}"),
-            ("oracle_valid", "O.Val", "{:.3f}"), ("fail_pct", "%Fail", "{:.1f}"), ("l1", "L1", "{:.3f}"),
+            ("oracle_valid", "O.Val", "{:.3f}"), ("oracle_effnet", "O.Eff", "{:.3f}"),
+            ("oracle_effnet_real", "O.Eff real", "{:.3f}"), ("fail_pct", "%Fail", "{:.1f}"), ("l1", "L1", "{:.3f}"),
             ("l2", "L2", "{:.3f}"), ("sparsity", "Spars.", "{:.3f}"), ("ssim", "SSIM", "{:.3f}"),
             ("cout", "COUT", "{:.3f}"), ("fid", "FID", "{:.2f}"), ("lpips", "LPIPS", "{:.3f}"),
             ("fd_effnetlite0", "FD-eff¹", "{:.2f}"), ("dfd_effnetlite0", "DFD-eff¹", "{:.3f}"),
@@ -292,6 +293,8 @@ EVAL_LEGEND = {
     "Val": "validity: the classifier assigns the counterfactual to the target",
     "D.Val": "validity after a 5x5 Gaussian blur (sigma 1)",
     "O.Val": "validity by the independent oracle classifier (weights/MODEL/oracle.safetensors)",
+    "O.Eff": "validity by oracle_effnet, a linear probe on EfficientNet-Lite0 ImageNet features nobody trains against",
+    "O.Eff real": "the share of real target-class test images oracle_effnet labels as the target (its ceiling)",
     "%Fail": "share of inputs with no counterfactual",
     "L1": "mean |x_cf - x|", "L2": "root-mean-square pixel difference", "Spars.": "share of pixels changed by > 0.05",
     "SSIM": "structural similarity to the source", "COUT": "counterfactual transition (Khorram & Fuxin), -1..1",

@@ -139,7 +139,8 @@ def train_gen(
     opts = dict(decoder or {})
     opts["csp_rho"] = _parse_rho(opts.get("csp_rho"))
     fields = {"mirror": ("epoch", "cls", "adv", "rec", "fea", "tri", "d") + (("perc",) if opts.get("lambda_perc")
-                                                                            else ()),
+                                                                            else ())
+              + (("match",) if opts.get("lambda_match") else ()),
               "cvae": ("epoch", "attr_bce", "rec", "kl", "edit_bce")}.get(method, ("epoch", "rec", "kl"))
     with progress_bar(f"train-gen {method}", fields) as update:
         r = api.train_gen(model, method=method, epochs=epochs, batch_size=batch_size, lr=lr, device=device,

@@ -73,6 +73,8 @@ MIRROR_FLAGS: dict[str, tuple[type, str]] = {
     "lambda_perc": (float,
         "Weight of a perceptual reconstruction loss in the classifier's own "
         "stage features (default 0)."),
+    "lambda_match": (float, "Weight of L_match, decoded images' stage statistics vs real images of their class "
+                            "(default 0; cfe_cli/realism.py)."),
     "rec_mask_weight": (float,
         "skip decoders: L_rec's pixels inside the k = 0 CSP mask (what the "
         "decoder redraws even at k = 0) count this many times (default 1)."),
@@ -91,6 +93,8 @@ RULES: dict[str, _Rule] = {
     "spe_grid": (lambda v: v is None or 0 <= v <= 1024,
                  "--spe-grid must be in [0, 1024] cells (0: the feature map's size); got {v}"),
     "lambda_perc": (lambda v: v >= 0, "--lambda-perc must be 0 or more"),
+    "lambda_match": (lambda v: v >= 0, "--lambda-match must be 0 or more"),
+    "match_margin": (lambda v: v >= 0, "--set match_margin must be 0 or more"),
     "rec_mask_weight": (lambda v: v >= 1, "--rec-mask-weight must be 1 or more"),
     "hard_share": (lambda v: 0.0 <= v <= 1.0, "--hard-share must be in [0, 1]"),
     "hard_below": (lambda v: 0.0 < v <= 1.0, "--hard-below must be in (0, 1]"),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -60,6 +61,8 @@ class MirrorTrainConfig:
     spe_grid: int | None = None  # skip decoders: the grid SPE pools each skip to (None: init's or f_k's size)
     lambda_perc: float = 0.0  # weight of L_perc, the reconstruction's distance in the classifier's stage features
     rec_mask_weight: float = 1.0  # skip decoders: L_rec's pixels inside the k = 0 CSP mask count this many times
+    lambda_match: float = 0.0  # weight of L_match: x_k's stage statistics vs real images of its class (realism.py)
+    match_margin: float = 1.0  # L_match's slack, in spreads of the class's real images
 
 
 DISCRIMINATOR_FOCUS = ("image", "edit")
@@ -150,6 +153,7 @@ class MirrorRun:
     counts: torch.Tensor
     offsets: torch.Tensor
     pool: torch.Tensor  # indices of the ambiguous training images (hard_share)
+    table: Any = None  # L_match's class table of real training images' stage statistics (cfe_cli/realism.py)
 
     @property
     def W(self) -> torch.Tensor:
@@ -158,6 +162,13 @@ class MirrorRun:
     @property
     def b(self) -> torch.Tensor:
         return self.clf.head.bias
+
+
+def _all_stages(clf: torch.nn.Module) -> Callable[[torch.Tensor], list[torch.Tensor]]:
+    """``x -> [stem, stage_1, …, last]`` for cfe's own classifiers, ``[features]`` otherwise."""
+    if hasattr(clf, "stages"):
+        return lambda x: clf.stages(x, stem=True)
+    return lambda x: [clf.features(x)]
 
 
 def _check(cfg: MirrorTrainConfig, clf: torch.nn.Module, skips: bool) -> None:
@@ -237,7 +248,12 @@ def build_run(classifier: torch.nn.Module, train: Dataset, cfg: MirrorTrainConfi
         if not len(pool):
             raise InputError(f"no training image has a top class probability below {cfg.hard_below} "
                              "(raise --hard-below or drop --hard-share)")
-    return MirrorRun(clf, G, D, opt_g, opt_d, amp, skips, stem, G.config, focus, order, counts, offsets, pool)
+    table = None
+    if cfg.lambda_match:  # the class table of real training images' stage statistics (cfe_cli/realism.py)
+        from cfe_cli.realism import class_statistics
+
+        table = class_statistics(_all_stages(clf), train.images, train.labels, K, device=device)
+    return MirrorRun(clf, G, D, opt_g, opt_d, amp, skips, stem, G.config, focus, order, counts, offsets, pool, table)
 
 
 @torch.no_grad()
@@ -277,7 +293,7 @@ def sample_batch(run: MirrorRun, cfg: MirrorTrainConfig, train: Dataset, x: torc
     x_ref = train.images[run.order[pick]].to(device)
     z_ref = clf.features(x_ref).mean(dim=(2, 3))
     return {"x": x, "y_real": y if cfg.disc == "class" else None, "st": st, "f_s": f_s, "z_s": z_s, "f_k": f_k,
-            "z_k": z_k, "q_k": q_k, "sk": sk, "mask": mask, "y_gen": y_gen, "x_ref": x_ref, "z_ref": z_ref}
+            "k": k, "z_k": z_k, "q_k": q_k, "sk": sk, "mask": mask, "y_gen": y_gen, "x_ref": x_ref, "z_ref": z_ref}
 
 
 def decoder_losses(run: MirrorRun, cfg: MirrorTrainConfig, s: dict[str, Any]) -> dict[str, Any]:
@@ -289,7 +305,8 @@ def decoder_losses(run: MirrorRun, cfg: MirrorTrainConfig, s: dict[str, Any]) ->
     with run.amp:
         out = (run.G(torch.cat([f_k, f_s]), s["sk"], mask) if run.skips else run.G(torch.cat([f_k, f_s]))).float()
         x_k, x_rec = out[:B], out[B:]
-        f_hat = clf.features(x_k).float()
+        st_k = _all_stages(clf)(x_k) if run.table is not None else [clf.features(x_k)]
+        f_hat = st_k[-1].float()
         fakes = out if cfg.disc_rec else x_k
         d_fake = run.D(fakes, s["y_gen"]).float()
     # "edit": only the patches the CSP mask edits are fakes; elsewhere x_k is the source's own
@@ -311,9 +328,15 @@ def decoder_losses(run: MirrorRun, cfg: MirrorTrainConfig, s: dict[str, Any]) ->
                 st_src = clf.stages(x, stem=True) if hasattr(clf, "stages") else [clf.features(x)]
         t["perc"] = stage_distance(st_rec, st_src)
     t["tri"] = triangulation_loss(x, x_k, s["x_ref"], s["z_s"], s["z_k"], s["z_ref"], cfg.alpha).mean()
+    t["match"] = x.new_zeros(())
+    if run.table is not None:  # x_k's texture statistics vs real images of the class it should show
+        from cfe_cli.realism import match_loss
+
+        t["match"] = match_loss(st_k, s["q_k"].argmax(1), s["k"], *run.table, margin=cfg.match_margin)
     t["adv"] = focused_mean(F.softplus(-d_fake), w_fake)
     loss = (cfg.lambda_cls * t["cls"] + cfg.lambda_adv * t["adv"] + cfg.lambda_rec * t["rec"]
-            + cfg.lambda_fea * t["fea"] + cfg.lambda_tri * t["tri"] + cfg.lambda_perc * t["perc"])
+            + cfg.lambda_fea * t["fea"] + cfg.lambda_tri * t["tri"] + cfg.lambda_perc * t["perc"]
+            + cfg.lambda_match * t["match"])
     return {"loss": loss, "terms": t, "fakes": fakes, "w_fake": w_fake}
 
 
@@ -380,7 +403,8 @@ def train_mirror(classifier: torch.nn.Module, train: Dataset, cfg: MirrorTrainCo
 
     history: list[dict[str, float]] = []
     step, timed_out = 0, False
-    keys = ("cls", "adv", "rec", "fea", "tri", "d") + (("perc",) if cfg.lambda_perc else ())
+    keys = (("cls", "adv", "rec", "fea", "tri", "d") + (("perc",) if cfg.lambda_perc else ())
+            + (("match",) if cfg.lambda_match else ()))
     for epoch in range(cfg.epochs):
         perm = torch.randperm(n, generator=gen)
         sums, seen = dict.fromkeys(keys, 0.0), 0
