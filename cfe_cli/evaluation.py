@@ -171,28 +171,13 @@ def evaluate(
                   fid_weights=fid_weights, lpips_weights=lpips_weights)
     kept = _resumable_rows(previous, doc)
     global_rows: list[dict[str, Any]] = []
-    total, done = len(pair_list) * len(methods), 0
+    total = len(pair_list) * len(methods)
     if progress is not None:
         progress({"completed": 0, "total": total})
-    for s, t in pair_list:
-        pair = _pair_inputs(data, preds, s, t, n, sources, split, classes, nets, ref_data)
-        if pair.reference is not None:
-            doc["references"].append(pair.reference)
-        for ex in explainers:
-            old = kept.get((ex.method, f"{classes[s]}:{classes[t]}"))
-            if old is not None:
-                doc["rows"].extend(old)
-            else:
-                rows, g = _evaluate_method(ex, pair, nets, classes, batch_size=batch_size, cout_steps=cout_steps,
-                                           global_attributions=global_attributions, save_images=save_images,
-                                           out_dir=folder)
-                doc["rows"].extend(rows)
-                if g is not None:
-                    global_rows.append(g)
-                write_json(folder / "metrics.json", doc)  # finished rows survive a crash
-            done += 1
-            if progress is not None:
-                progress({"completed": done, "total": total})
+    ctx = {"data": data, "preds": preds, "n": n, "sources": sources, "split": split, "nets": nets,
+           "ref_data": ref_data, "batch_size": batch_size, "cout_steps": cout_steps,
+           "global_attributions": global_attributions, "save_images": save_images, "folder": folder}
+    _run_pairs(doc, explainers, pair_list, kept, previous, global_rows, ctx, progress, total)
     doc["overall"] = _overall(doc["rows"]) if len(pair_list) > 1 else []
     if global_rows:
         write_json(folder / "global_attributions.json",
@@ -234,6 +219,42 @@ def _prepare(model: str | os.PathLike[str], methods: list[str], options: dict[st
     nets = _load_nets(ex0, dataset, dev, realism, fid_weights, lpips_weights)
     ref_data = _reference_split(dataset, split, data_dir, ex0.clf.config.resolution) if nets.feats is not None else None
     return explainers, data, preds, nets, ref_data
+
+
+def _run_pairs(doc: dict[str, Any], explainers: list[Explainer], pair_list: list[tuple[int, int]],
+               kept: dict[tuple[str, str], list[dict]], previous: dict[str, Any] | None, global_rows: list[dict],
+               c: dict[str, Any], progress: Progress | None, total: int) -> None:
+    """Every (pair, method) row into ``doc`` (kept rows of a resumed run are reused); metrics.json is
+    rewritten after each new row, so a crash keeps the finished ones."""
+    classes, nets, done = explainers[0].classes, c["nets"], 0
+    old_refs = {r["pair"]: r for r in (previous or {}).get("references", [])}
+    for s, t in pair_list:
+        name = f"{classes[s]}:{classes[t]}"
+        if all((ex.method, name) in kept for ex in explainers) and (name in old_refs or nets.feats is None):
+            pair = None  # every row of this pair is kept: no inputs, features or references to compute
+            if name in old_refs:
+                doc["references"].append(old_refs[name])
+        else:
+            pair = _pair_inputs(c["data"], c["preds"], s, t, c["n"], c["sources"], c["split"], classes, nets,
+                                 c["ref_data"])
+            if pair.reference is not None:
+                doc["references"].append(pair.reference)
+        for ex in explainers:
+            old = kept.get((ex.method, f"{classes[s]}:{classes[t]}"))
+            if old is not None:
+                doc["rows"].extend(old)
+            else:
+                assert pair is not None
+                rows, g = _evaluate_method(ex, pair, nets, classes, batch_size=c["batch_size"],
+                                           cout_steps=c["cout_steps"], global_attributions=c["global_attributions"],
+                                           save_images=c["save_images"], out_dir=c["folder"])
+                doc["rows"].extend(rows)
+                if g is not None:
+                    global_rows.append(g)
+                write_json(c["folder"] / "metrics.json", doc)  # finished rows survive a crash
+            done += 1
+            if progress is not None:
+                progress({"completed": done, "total": total})
 
 
 def _header(ex0: Explainer, explainers: list[Explainer], nets: _Nets, dataset: str, pair_list: list[tuple[int, int]],
