@@ -25,7 +25,7 @@ from cfe_cli.errors import CfeError, InputError
 
 # `cfe --help` lists the commands in the order a new user needs them: look around, predict, explain,
 # then train. Commands not named here follow in registration order.
-COMMAND_ORDER = ("models", "methods", "datasets", "predict", "explain", "animate", "evaluate", "report", "train-clf",
+COMMAND_ORDER = ("models", "datasets", "predict", "explain", "animate", "evaluate", "methods", "report", "train-clf",
                  "train-gen")
 
 
