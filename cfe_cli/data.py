@@ -188,7 +188,7 @@ CELEBA_CROP = 140
 def _celeba_task(name: str) -> str:
     attr = name.split(":", 1)[1] if ":" in name else ""
     if attr not in CELEBA_ATTRIBUTES:
-        close = _closest(attr, CELEBA_ATTRIBUTES)
+        close = closest_name(attr, CELEBA_ATTRIBUTES)
         hint = f" (did you mean {close}?)" if close else ""
         raise InputError(f"celeba needs an attribute, e.g. celeba:Smiling; got '{name}'{hint}")
     return attr
@@ -282,7 +282,7 @@ def load_dataset(
         return _load_folder(name, split, channels, size)
     base = name.split(":", 1)[0]
     if base not in BUILTIN:
-        close = _closest(base, list(BUILTIN) + ["folder"])
+        close = closest_name(base, list(BUILTIN) + ["folder"])
         hint = f" (did you mean {close}?)" if close else ""
         raise InputError(f"unknown dataset '{name}'{hint}; known: {', '.join(BUILTIN)}, folder:PATH")
     top = data_dir(root)
@@ -347,6 +347,11 @@ def load_image(
     Raises:
         InputError: missing, empty, truncated or non-image file; unsupported mode.
     """
+    return image_tensor(open_image(path), channels=channels, size=size)
+
+
+def open_image(path: str | os.PathLike[str]) -> Image.Image:
+    """Decode an image file once, as an 8-bit ``L`` or ``RGB`` Pillow image (the checks of :func:`load_image`)."""
     p = Path(path)
     if not p.exists():
         raise InputError(f"no such file: {p}")
@@ -387,6 +392,12 @@ def load_image(
         img = img.convert("RGB")
     else:
         raise InputError(f"unsupported image mode {mode}: {p}")
+    return img
+
+
+def image_tensor(img: Image.Image, *, channels: int | None = None, size: int | None = None) -> torch.Tensor:
+    """An ``L``/``RGB`` Pillow image as float ``(C, H, W)`` in [0, 1], converted to ``channels`` and
+    centre-cropped and resized to ``size`` when given."""
     if channels == 1 and img.mode != "L":
         img = img.convert("L")
     elif channels == 3 and img.mode != "RGB":
@@ -421,7 +432,7 @@ def parse_reference(text: str) -> Reference | None:
     return Reference(m["ds"], m["split"], int(m["idx"]))
 
 
-def _closest(word: str, choices: Sequence[str]) -> str | None:
+def closest_name(word: str, choices: Sequence[str]) -> str | None:
     import difflib
 
     found = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.5)

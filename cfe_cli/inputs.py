@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from cfe_cli.data import IMAGE_SUFFIXES, Dataset, _closest, load_dataset, load_image, parse_reference
+from cfe_cli.data import IMAGE_SUFFIXES, Dataset, closest_name, image_tensor, load_dataset, open_image, parse_reference
 from cfe_cli.errors import CfeError, InputError
 
 
@@ -45,13 +45,14 @@ def class_index(value: str | int, classes: list[str], what: str = "class") -> in
         if 0 <= i < len(classes):
             return i
         raise InputError(f"{what} index {i} out of range 0..{len(classes) - 1}")
-    close = _closest(text, classes)
+    close = closest_name(text, classes)
     hint = f" (did you mean '{close}'?)" if close else ""
     raise InputError(f"unknown {what} '{text}'{hint}; classes: {', '.join(classes)}")
 
 
 def _fit_image(path: Path, channels: int, resolution: int, strict: bool) -> tuple[torch.Tensor, str | None]:
-    x = load_image(path)
+    img = open_image(path)  # decoded once; resized from the same decoded image when needed
+    x = image_tensor(img)
     warning = None
     if x.shape[0] != channels:
         if channels == 1 and x.shape[0] == 3:
@@ -66,7 +67,7 @@ def _fit_image(path: Path, channels: int, resolution: int, strict: bool) -> tupl
             raise InputError(f"{path} is {x.shape[2]}x{x.shape[1]}, the model takes {resolution}x{resolution} "
                              "(--strict)")
         warning = f"{path.name}: resized from {x.shape[2]}x{x.shape[1]} to {resolution}x{resolution}"
-        x = load_image(path, channels=channels, size=resolution)
+        x = image_tensor(img, channels=channels, size=resolution)
     return x, warning
 
 
