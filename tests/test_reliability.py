@@ -125,7 +125,7 @@ def test_bad_options_one_line(tiny_model, tmp_path, args, expect):
     assert expect in _one_line_error(r)
 
 
-def test_bad_references_and_target_equal_prediction(tiny_model, tmp_path):
+def test_bad_references_fail_and_inputs_already_in_the_target_are_skipped(tiny_model, tmp_path):
     root = need("mnist")
     r = runner.invoke(app, ["explain", "mnist:test:99999", "mnist:val:1", "--model", str(tiny_model),
                             "--out", str(tmp_path / "o"), "--data-dir", str(root)])
@@ -133,11 +133,21 @@ def test_bad_references_and_target_equal_prediction(tiny_model, tmp_path):
     assert r.exit_code == 1 and "out of range" in fails[0]["error"] and "splits" in fails[1]["error"]
     from cfe_cli import api
 
-    pred = api.predict(api.load_model(tiny_model), api.load_dataset("mnist", "test", root=root).images[:1])
-    r = runner.invoke(app, ["explain", "mnist:test:0", "--model", str(tiny_model), "--target",
-                            str(int(pred.argmax())), "--out", str(tmp_path / "o3"), "--data-dir", str(root)])
-    fails = json.loads((tmp_path / "o3" / "failures.json").read_text())
-    assert r.exit_code == 1 and "equals the prediction" in fails[0]["error"]
+    pred = api.predict(api.load_model(tiny_model), api.load_dataset("mnist", "test", root=root).images[:12])
+    tgt = int(pred[0].argmax())
+    refs = [f"mnist:test:{i}" for i in range(12)]
+    same = [r for r, p in zip(refs, pred.argmax(1).tolist(), strict=True) if p == tgt]
+    r = runner.invoke(app, ["explain", *refs, "--model", str(tiny_model), "--target", str(tgt), "--method", "pgd",
+                            "--steps", "5", "--out", str(tmp_path / "o3"), "--data-dir", str(root),
+                            "--batch-size", "5"])
+    doc = json.loads((tmp_path / "o3" / "metrics.json").read_text())
+    # nothing to explain is not a failure: listed with its reason, exit 0, the others explained
+    assert r.exit_code == 0, r.output
+    assert [s["input"] for s in doc["skipped"]] == same
+    assert "already predicted as the target" in doc["skipped"][0]["reason"]
+    assert doc["failures"] == [] and len(doc["results"]) == 12 - len(same)
+    assert f"{len(same)} skipped" in r.output and "0 failed" in r.output
+    assert "12/12 (100 %)" in r.output  # the progress line reaches the end
 
 
 def test_unwritable_output(tiny_model, tmp_path):

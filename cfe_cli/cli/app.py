@@ -192,7 +192,7 @@ Residual = Annotated[bool, typer.Option(
                        "edit (k = 0 is the source exactly; keeps detail the decoder blurs).")]
 
 
-Inputs = Annotated[list[str], typer.Argument(rich_help_panel=PANEL_IO,
+Inputs = Annotated[list[str], typer.Argument(rich_help_panel=PANEL_IO, metavar="INPUT",
     help="Image files, folders (recursive) or DATASET:SPLIT:INDEX.")]
 Target = Annotated[str | None, typer.Option("--target", rich_help_panel=PANEL_IO,
     help="Target class name or index (default: runner-up).")]
