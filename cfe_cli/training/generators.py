@@ -126,7 +126,8 @@ def mirror_config(options: dict[str, Any], classes: list[str], *, skip_decoder: 
     skips = bool(opts.get("skips") or opts.get("skip_stem")) or skip_decoder
     for key, neutral in SKIP_ONLY.items():
         if key in opts and opts[key] != neutral and not skips:
-            what = "the CSP thresholds (--csp-rho) belong" if key == "csp_rho" else f"--{key.replace('_', '-')} belongs"
+            flag = f"--{key.replace('_', '-')}" + (f" {opts[key]}" if key == "adv_focus" else "")
+            what = "the CSP thresholds (--csp-rho) belong" if key == "csp_rho" else f"{flag} belongs"
             raise InputError(f"{what} to a skip decoder (--skips or --skip-stem)")
     if "hard_below" in opts and not opts.get("hard_share"):
         raise InputError("--hard-below needs --hard-share")
