@@ -102,12 +102,19 @@ def test_contract_shapes_and_frames(tiny_model, name):
 def test_batched_equals_one_by_one(tiny_model, name):
     x = _x(4)
     ex = Explainer(tiny_model, name, device="cpu", threshold=0.6, **FAST.get(name, {}))
+    if name != "mirror":  # float64, as in test_engine: Adam's normalised steps amplify float32 summation-order bits
+        x = x.double()
+        ex.impl.classifier.double()
+        if ex.impl.generator is not None:
+            ex.impl.generator.double()
     full = ex.run(x, None)
     for i in range(4):
         one = ex.run(x[i:i + 1], None)
         assert bool(one.found[0]) == bool(full.found[i]), (name, i)
         assert int(one.target[0]) == int(full.target[i])
-        torch.testing.assert_close(one.x_cf[0], full.x_cf[i], atol=2e-3, rtol=0, msg=name)
+        assert int(one.steps[0]) == int(full.steps[i]), (name, i)
+        torch.testing.assert_close(one.x_cf[0], full.x_cf[i], atol=2e-3 if name == "mirror" else 1e-6, rtol=1e-5,
+                                   msg=name)
 
 
 def test_a_method_is_one_class_registered_from_a_test(tiny_model, nudge, tmp_path):
