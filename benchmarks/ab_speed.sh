@@ -16,7 +16,7 @@ export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 for r in $(seq 1 "$ROUNDS"); do
   for side in old new; do
     repo=$OLD; [ "$side" = new ] && repo=$NEW
-    (cd "$repo" && $PY benchmarks/speed.py --methods mirror,attack,pgd --batch-sizes 64 --n 512 --no-video \
+    (cd "$repo" && PYTHONPATH="$repo" $PY benchmarks/speed.py --methods mirror,attack,pgd --batch-sizes 64 --n 512 --no-video \
         --json "$OLDPWD/$OUT/speed-$side-$r.json" > /dev/null)
     $PY "$HERE/explain_folder.py" --repo "$repo" --n 1000 --json "$OUT/folder-$side-$r.json" > /dev/null
     echo "round $r $side done"
