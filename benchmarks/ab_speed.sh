@@ -8,7 +8,7 @@ set -euo pipefail
 OLD=$(cd "${1:?usage: ab_speed.sh OLD_CHECKOUT [NEW_CHECKOUT] [ROUNDS] [OUT]}" && pwd)
 NEW=$(cd "${2:-.}" && pwd)
 ROUNDS=${3:-2}
-OUT=${4:-out/ab_speed}
+OUT=$(mkdir -p "${4:-out/ab_speed}" && cd "${4:-out/ab_speed}" && pwd)
 PY=${PY:-python}
 HERE=$(cd "$(dirname "$0")" && pwd)
 mkdir -p "$OUT"
@@ -17,7 +17,7 @@ for r in $(seq 1 "$ROUNDS"); do
   for side in old new; do
     repo=$OLD; [ "$side" = new ] && repo=$NEW
     (cd "$repo" && PYTHONPATH="$repo" $PY benchmarks/speed.py --methods mirror,attack,pgd --batch-sizes 64 --n 512 --no-video \
-        --json "$OLDPWD/$OUT/speed-$side-$r.json" > /dev/null)
+        --json "$OUT/speed-$side-$r.json" > /dev/null)
     $PY "$HERE/explain_folder.py" --repo "$repo" --n 1000 --json "$OUT/folder-$side-$r.json" > /dev/null
     echo "round $r $side done"
   done
