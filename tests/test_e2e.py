@@ -200,6 +200,10 @@ def test_evaluate_writes_fid_and_lpips_only_with_verified_files(tiny_model, tmp_
     r = runner.invoke(app, [*base, "--out", str(tmp_path / "b"), "--fid-weights", str(incep),
                             "--lpips-weights", str(alex)])
     assert r.exit_code == 0, r.output
+    # the table explains itself: a legend line per column shown and the method's validity rule, no "all" rows
+    for line in ("Val: validity", "FID: Inception-v3 FID", "LPIPS: LPIPS-Alex", "mirror: valid = the 1st CFE"):
+        assert line in r.output, line
+    assert " all " not in r.output
     doc = json.loads((tmp_path / "b" / "metrics.json").read_text())
     assert doc["fid_weights"]["sha256"] == file_sha256(incep)
     for row in doc["rows"]:  # mirror and mirror@reflection

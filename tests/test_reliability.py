@@ -148,6 +148,7 @@ def test_bad_references_fail_and_inputs_already_in_the_target_are_skipped(tiny_m
     assert doc["failures"] == [] and len(doc["results"]) == 12 - len(same)
     assert f"{len(same)} skipped" in r.output and "0 failed" in r.output
     assert "12/12 (100 %)" in r.output  # the progress line reaches the end
+    assert "valid: the optimisation reached --threshold" in r.output  # the table's legend states the rule
 
 
 def test_unwritable_output(tiny_model, tmp_path):
