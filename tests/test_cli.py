@@ -7,6 +7,7 @@ import json
 from typer.testing import CliRunner
 
 from cfe_cli.cli import app
+from tests.conftest import ROOT
 
 runner = CliRunner()
 COMMANDS = ("train-clf", "train-gen", "explain", "animate", "evaluate", "models", "datasets")
@@ -117,3 +118,21 @@ def test_bad_csp_thresholds_are_one_line(tmp_path):
         r = runner.invoke(app, ["train-gen", "--model", "mnist", "--max-steps", "1", "--out", out, *args])
         lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
         assert r.exit_code == 1 and len(lines) == 1 and msg in lines[0], r.output
+
+
+def test_method_option_panels_match_the_registry():
+    """The help panels are written out (no torch import for --help); they must name the registry's owners."""
+    from cfe_cli.cli.app import METHOD_PANELS
+    from cfe_cli.methods import option_owners
+
+    for key, owners in METHOD_PANELS.items():
+        assert owners == ", ".join(option_owners(key)), key
+
+
+def test_cli_imports_without_torch():
+    import subprocess
+    import sys
+
+    code = "import sys, cfe_cli.cli; print('torch' in sys.modules)"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert r.stdout.strip() == "False", r.stderr

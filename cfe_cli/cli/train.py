@@ -72,7 +72,7 @@ def _with_decoder_flags(fn: F) -> F:
     there, beside the checks; defaults are MirrorTrainConfig's) and hand them to ``fn`` as ``decoder``."""
     import inspect
 
-    from cfe_cli.training.generators import MIRROR_FLAGS
+    from cfe_cli.config import MIRROR_FLAGS
 
     extra = []
     for name, (typ, text) in MIRROR_FLAGS.items():

@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from cfe_cli.config import parse_set, read_config_file
+from cfe_cli.config import MIRROR_FLAGS, parse_set, read_config_file  # noqa: F401  (re-exported)
 from cfe_cli.data import load_dataset
 from cfe_cli.errors import InputError
 from cfe_cli.models.external import file_sha256
@@ -30,55 +30,6 @@ from cfe_cli.training.mirror import DISCRIMINATOR_FOCUS, DISCRIMINATORS, MirrorT
 GENERATORS = ("mirror", "vae", "cvae")
 # fields that only a skip decoder (--skips / --skip-stem, or an --init skip decoder) uses, with their neutral value
 SKIP_ONLY = {"spe_upsample": None, "spe_grid": None, "adv_focus": "image", "rec_mask_weight": 1.0, "csp_rho": None}
-# The decoder knobs the CLI shows as flags (--lambda-adv, --skips/--no-skips, ...): field -> (type, help).
-# The flag is the field's name; defaults are MirrorTrainConfig's; any other field is reachable with --set.
-MIRROR_FLAGS: dict[str, tuple[type, str]] = {
-    "lambda_cls": (float, 'Classification-loss weight (default 1).'),
-    "lambda_adv": (float, 'Adversarial-loss weight (default 0.1).'),
-    "k_cfe_share": (float, 'Share of training samples with k drawn from U[0.5, 1] instead of U[0, 1] (default 0).'),
-    "augment": (str, 'Augmentation of the training images (names as for train-clf; default none).'),
-    "precision": (str, 'fp32 or bf16 (bfloat16 autocast of the forward passes; default fp32).'),
-    "schedule": (str, 'constant or cosine learning rate (default constant).'),
-    "disc": (str, 'Discriminator, patch (PatchGAN) or class (class-conditional projection PatchGAN; default patch).'),
-    "skips": (bool,
-        "Decoder with the paper's skip-connection controller (SPE + CSP): the "
-        "source's earlier-stage features pass through outside the class regions."),
-    "skip_stem": (bool,
-        "Also feed the classifier's full-resolution stem as a skip (implies "
-        "--skips; with --init a decoder without it is grown into one with it)."),
-    "csp_rho": (str,
-        "skip decoders: the CSP mask's thresholds LOW,HIGH of rho(k) = clip(1 "
-        "- k, LOW, HIGH) (default 0.1,0.5 or those of --init)."),
-    "pairs": (str, 'SOURCE:TARGET pairs to train more often, e.g. 8:3,3:8 (class names or indices).'),
-    "pair_share": (float,
-        "with --pairs: share of a listed source's samples that take the pair's "
-        "target (default 0.5)."),
-    "lr_d": (float, "The discriminator's learning rate (default: --lr; larger gives two time-scale updates)."),
-    "disc_rec": (bool, 'The discriminator also scores the reconstructions as fakes (default on).'),
-    "hard_share": (float,
-        'Share of each batch drawn from the training images the classifier is '
-        'unsure of (default 0).'),
-    "hard_below": (float, 'with --hard-share: unsure = top class probability below this (default 0.7).'),
-    "width": (int, "The decoder's channels at the feature map's size, halved per octave (default 64, or --init's)."),
-    "min_width": (int, "The fewest channels the halving stops at (default 32, or --init's)."),
-    "spe_upsample": (str,
-        "skip decoders: how SPE resizes its features to each skip, nearest "
-        "(default, blocks) or bilinear (or --init's)."),
-    "adv_focus": (str,
-        'skip decoders: which discriminator patches of a decoded image are '
-        'fakes, image (all; default) or edit (those in the CSP mask).'),
-    "spe_grid": (int,
-        "skip decoders: the grid SPE pools the source's skips to, in cells "
-        "(default 0: the feature map's size, or --init's)."),
-    "lambda_perc": (float,
-        "Weight of a perceptual reconstruction loss in the classifier's own "
-        "stage features (default 0)."),
-    "lambda_match": (float, "Weight of L_match, decoded images' stage statistics vs real images of their class "
-                            "(default 0; cfe_cli/realism.py)."),
-    "rec_mask_weight": (float,
-        "skip decoders: L_rec's pixels inside the k = 0 CSP mask (what the "
-        "decoder redraws even at k = 0) count this many times (default 1)."),
-}
 _Rule = tuple[Callable[[Any], bool], str]
 RULES: dict[str, _Rule] = {
     "epochs": (lambda v: v >= 1, "--epochs must be at least 1"),
