@@ -190,8 +190,13 @@ class OptimisationMethod(Method, engine.Objective):
 
     @classmethod
     def load(cls, setup: Setup, config: Any) -> Method:
-        return cls(config, classifier=setup.classifier.model, threshold=setup.threshold,
-                   amp=setup.device.type == "cuda" or setup.precision == "bf16", seed=setup.seed)
+        return cls(config, **cls._runtime(setup))
+
+    @staticmethod
+    def _runtime(setup: Setup) -> dict[str, Any]:
+        """The run's settings every optimisation method takes from the setup."""
+        return {"classifier": setup.classifier.model, "threshold": setup.threshold, "seed": setup.seed,
+                "amp": setup.device.type == "cuda" or setup.precision == "bf16"}
 
     def second_image(self, x: Tensor, x_cf: Tensor, ctx: engine.Context) -> Tensor:
         """The method's second image (``second_name``); latent methods: the reconstruction G(E(x))."""
@@ -253,8 +258,7 @@ class LatentMethod(OptimisationMethod):
 
     @classmethod
     def _with_generator(cls, setup: Setup, config: Any, generator: torch.nn.Module) -> LatentMethod:
-        return cls(config, generator=generator, classifier=setup.classifier.model, threshold=setup.threshold,
-                   amp=setup.device.type == "cuda" or setup.precision == "bf16", seed=setup.seed)
+        return cls(config, generator=generator, **cls._runtime(setup))
 
     @property
     def lr(self) -> float:  # type: ignore[override]

@@ -6,14 +6,7 @@ the linear head acts as a mirror; the source features are walked towards their m
 image and decoded by a learned decoder. Pure, batched tensor functions; decisions on the
 paper's unknowns are in docs/methods/mirror.md.
 
-Notation (name -> paper symbol):
-    f        (B, C, h, w)  last feature map f_s of the source x_s
-    z        (B, C)        GAP(f) = z_s
-    W, b     (K, C), (K,)  the linear head: logits l(z) = W z + b
-    w_m, b_m (B, C), (B,)  W_t − W_s, b_t − b_s: the pairwise mirror
-    margin   (B,)          m(z) = w_mᵀ z + b_m = l_t − l_s
-    f_r      (B, C, h, w)  reflected map (k = 1), optionally refined (§4 of the spec)
-    f_k      (B, C, h, w)  f_s + k (f_r − f_s), the point at step k ∈ [0, 1]
+Notation (f, z, W, b, w_m, b_m, margin, f_r, f_k): see :mod:`cfe_cli.geometry`, where the reflection lives.
 """
 
 from __future__ import annotations
