@@ -122,7 +122,7 @@ def evaluate(
     realism: bool = True,
     cout_steps: int = 20,
     options: dict[str, Any] | None = None,
-    precision: str = "fp32",
+    precision: str = "auto",
     compile: bool = False,
     seed: int = 0,
     global_attributions: bool = False,
@@ -271,7 +271,7 @@ def _header(ex0: Explainer, explainers: list[Explainer], nets: _Nets, dataset: s
            "options": {k: (list(v) if isinstance(v, tuple) else v) for k, v in (options or {}).items()
                        if v is not None},
            "device": str(dev), "oracle": nets.oracle is not None,
-           "precision": precision, "compile": compile,
+           **ex0.precision_info.as_record(), "compile": compile,
            "realism": "effnetlite0" if nets.feats is not None else None,
            "oracle_effnet": nets.probe is not None,
            "identity": "dlib face_recognition_resnet_model_v1" if nets.faces is not None else None,

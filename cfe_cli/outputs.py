@@ -198,7 +198,7 @@ def explain(
     threshold: float = 0.75,
     seed: int = 0,
     options: dict[str, Any] | None = None,
-    precision: str = "fp32",
+    precision: str = "auto",
     compile: bool = False,
     resume: bool = False,
     classifier: str | None = None,
@@ -250,6 +250,7 @@ def explain(
     failures = [{"input": it.input, "error": it.error} for it in items if it.error]
     warnings = [it.warning for it in items if it.warning]
     good = [it for it in items if it.error is None]
+    warnings += run_notes(ex, len(good))
     results, skipped, used, files, resumed = [], [], set(), RunFiles(folder, {}), 0  # type: ignore[var-annotated]
     if resume:
         previous = complete_records(files.metrics_path, method, video, images)
@@ -262,7 +263,7 @@ def explain(
                  "options": {k: _jsonable(v) for k, v in (options or {}).items() if v is not None},
                  "validity_rule": ex.impl.validity_rule,
                  **({"threshold": threshold} if ex.uses_threshold else {}), "classes": classes,
-                 "device": str(dev), "precision": precision, "compile": compile,
+                 "device": str(dev), **ex.precision_info.as_record(), "compile": compile,
                  "results": results, "failures": failures, "skipped": skipped}
     if progress is not None:
         progress({"completed": 0, "total": len(good)})
@@ -275,7 +276,27 @@ def explain(
             progress({"completed": start + len(batch), "total": len(good)})
     files.flush()
     return {"results": results, "failures": failures, "skipped": skipped, "warnings": warnings,
-            "metrics_path": str(files.metrics_path), "resumed": resumed}
+            "metrics_path": str(files.metrics_path), "resumed": resumed, "precision": precision_line(ex)}
+
+
+COMPILE_SECONDS = 60  # torch.compile's one-off cost on CPU for Mirror-CFE's decoder + classifier (40-60 s measured)
+
+
+def precision_line(ex: Any) -> str:
+    """One line: the precision the run used and why (``--precision auto`` picks per machine)."""
+    p = ex.precision_info
+    return f"precision {p.name} ({p.asked}: {p.reason})"
+
+
+def run_notes(ex: Any, n_inputs: int, *, rate: float = 60.0) -> list[str]:
+    """Warnings about the run's speed settings: bf16 emulated on this CPU, or --compile on a run too
+    short to repay its compilation (``rate``: Mirror-CFE's uncompiled CF/s on a small CPU)."""
+    notes = [ex.precision_info.warning] if ex.precision_info.warning else []
+    if getattr(ex, "compiled", False) and ex.device.type == "cpu" and n_inputs / rate < 3 * COMPILE_SECONDS:
+        notes.append(f"--compile costs one compilation of ~{COMPILE_SECONDS} s on CPU and then saves ~25 % per "
+                     f"pass; {n_inputs} inputs take ~{max(1, round(n_inputs / rate))} s without it, so it "
+                     f"repays only on runs of ~{int(3 * COMPILE_SECONDS * rate):,}+ inputs")
+    return notes
 
 
 def resolve_inputs(inputs: list[str], **kw: Any) -> list[Any]:

@@ -57,6 +57,8 @@ def _report(r: dict[str, Any], what: str) -> None:
     """The run's table with a legend, the failed and skipped inputs, and the exit code (1 only on failures)."""
     for w in r["warnings"]:
         err_console.print(_tagged("warning:", "yellow", f" {w}"), highlight=False)
+    if r.get("precision"):
+        console.print(r["precision"], style="dim", highlight=False)
     recs = r["results"]
     if recs:
         second = next((k[:-5] for k in ("reflection_pred", "reconstruction_pred") if recs[0].get(k)), None)
@@ -131,7 +133,7 @@ def explain(
     csp_rho: CspRho = None,
     residual: Residual = False,
     settings: Settings = None,
-    precision: Precision = "fp32",
+    precision: Precision = "auto",
     compile_: Compile = False,
     device: Device = "auto",
     data_dir: DataDir = None,
@@ -180,7 +182,7 @@ def animate(
     csp_rho: CspRho = None,
     residual: Residual = False,
     settings: Settings = None,
-    precision: Precision = "fp32",
+    precision: Precision = "auto",
     compile_: Compile = False,
     device: Device = "auto",
     data_dir: DataDir = None,
@@ -240,7 +242,7 @@ def evaluate(
     csp_rho: CspRho = None,
     residual: Residual = False,
     settings: Settings = None,
-    precision: Precision = "fp32",
+    precision: Precision = "auto",
     compile_: Compile = False,
     fid_weights: Annotated[Path | None, typer.Option(
         "--fid-weights", help="inception-2015-12-05.pt (TorchScript Inception-v3, sha256-checked): adds "
@@ -289,6 +291,8 @@ def evaluate(
     for g in doc["global_rankings"]:
         top = ", ".join(f"{r['name']} {r['score']:+.3f}" for r in g["ranking"][:5])
         console.print(f"global attribution {g['method']} {g['pair']} (n={g['n']}): {top} -> {g['chart']}")
+    console.print(f"precision {doc['precision']} ({doc['precision_asked']}: {doc['precision_reason']})", style="dim",
+                  highlight=False)
     console.print(f"-> {doc['metrics_path']}")
 
 

@@ -212,7 +212,7 @@ class MirrorDecoder(nn.Module):
         else:
             if skips is None or mask is None:
                 raise ValueError("this decoder uses skip connections: pass the source's skip features and the mask")
-            by_size = {s.shape[-1]: s for s in self.blended_skips(f, skips, mask)}
+            by_size = {int(s.shape[-1]): s for s in self.blended_skips(f, skips, mask)}
             h = self.inp(f)
             for up, (size, fuse) in zip(self.ups, self.fuse.items(), strict=True):
                 h = up(h)
