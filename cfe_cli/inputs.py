@@ -109,6 +109,10 @@ def resolve_inputs(inputs: list[str], *, channels: int, resolution: int, data_di
                 item.error = str(e)
             items.append(item)
             continue
+        if raw.startswith("folder:") and not path.exists():
+            items.append(Item(raw, "folder", error=f"{raw}: an input from an image folder is folder:PATH:SPLIT:INDEX "
+                              f"(e.g. {raw}:test:0); to explain every image of a folder pass the folder itself"))
+            continue
         if path.is_dir():
             files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
             if not files:
