@@ -25,8 +25,8 @@ from cfe_cli.errors import CfeError, InputError
 
 # `cfe --help` lists the commands in the order a new user needs them: look around, predict, explain,
 # then train. Commands not named here follow in registration order.
-COMMAND_ORDER = ("models", "datasets", "predict", "explain", "animate", "evaluate", "methods", "report", "train-clf",
-                 "train-gen")
+COMMAND_ORDER = ("models", "datasets", "import-model", "predict", "explain", "animate", "evaluate", "methods",
+                 "report", "train-clf", "train-gen")
 
 
 class TaskOrderGroup(TyperGroup):
