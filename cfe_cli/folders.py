@@ -129,12 +129,13 @@ def load_folder(name: str, split: str, *, data_dir: str | os.PathLike[str] | Non
 
 
 def is_folder_dataset(root: Path) -> bool:
-    """Whether ``root`` is laid out as an image-folder dataset (class folders holding images)."""
+    """Whether ``root`` is laid out as an image-folder dataset (two or more class folders holding images)."""
     if not root.is_dir():
         return False
     splits = split_folders(root)
     tops = [d / c for d in splits.values() for c in _subdirs(d)] if splits else [root / c for c in _subdirs(root)]
-    return bool(tops) and all(_has_images(d) for d in tops[:3])
+    classes = {d.name for d in tops}
+    return len(classes) >= 2 and all(_has_images(d) for d in tops[:3])  # one "class" is just a folder of images
 
 
 def folder_summary(root: Path, name: str) -> dict[str, Any]:

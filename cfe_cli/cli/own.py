@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 from typing import Annotated
@@ -42,17 +43,18 @@ def import_model(
     if as_json:
         typer.echo(json.dumps(r, indent=2))
         return
+    say = functools.partial(console.print, highlight=False, soft_wrap=True)
     model = name if r["on_search_path"] else r["path"]
     how = "copied into the folder" if r["copied"] else "referenced (sha256 checked on every load)"
-    console.print(_tagged(f"imported {name}", "green", f" -> {r['path']}"), highlight=False)
-    console.print(f"data      {r['dataset']}: {len(r['classes'])} classes ({', '.join(r['classes'])})", highlight=False)
-    console.print(f"accuracy  {r['test_accuracy'] * 100:.2f} % on {r['n_test']} test images", highlight=False)
-    console.print(f"weights   {r['weights']}, {how}; sha256 {r['sha256'][:16]}…", highlight=False)
+    say(_tagged(f"imported {name}", "green", f" -> {r['path']}"))
+    say(f"data      {r['dataset']}: {len(r['classes'])} classes ({', '.join(r['classes'])})")
+    say(f"accuracy  {r['test_accuracy'] * 100:.2f} % on {r['n_test']} test images")
+    say(f"weights   {r['weights']}, {how}; sha256 {r['sha256'][:16]}…")
     if r["mirror"]:
-        console.print(f"Mirror-CFE: yes (logits = W·GAP(features) + b); train its decoder with: cfe train-gen "
-                      f"--model {model} --method mirror", highlight=False)
+        say(f"Mirror-CFE: yes (logits = W·GAP(features) + b); train its decoder with: cfe train-gen "
+                      f"--model {model} --method mirror")
     else:
-        console.print(_tagged("Mirror-CFE: no", "yellow", f" ({r['mirror_problem']}); the latent methods (attack, "
-                              "gci, cecas, pgd) work"), highlight=False)
+        say(_tagged("Mirror-CFE: no", "yellow", f" ({r['mirror_problem']}); the latent methods (attack, "
+                              "gci, cecas, pgd) work"))
     hint = "" if r["on_search_path"] else f" (or set CFE_WEIGHTS_DIR={Path(r['path']).parent} and use --model {name})"
-    console.print(f"next      cfe predict {r['dataset']}:test:0 --model {model}{hint}", highlight=False)
+    say(f"next      cfe predict {r['dataset']}:test:0 --model {model}{hint}")
