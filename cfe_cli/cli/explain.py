@@ -336,9 +336,10 @@ EVAL_COLUMNS = [("n", "n", "{}"), ("valid", "Val", "{:.3f}"), ("denoised_valid",
                 ("l1", "L1", "{:.3f}"), ("ssim", "SSIM", "{:.3f}"), ("cout", "COUT", "{:.3f}"),
                 ("fid", "FID", "{:.2f}"), ("lpips", "LPIPS", "{:.3f}"), ("fd_effnetlite0", "FD-eff¹", "{:.2f}"),
                 ("fva_dlib", "FVA²", "{:.3f}"), ("steps_mean", "steps", "{:.1f}"), ("cf_per_second", "CF/s", "{:.1f}")]
-# at a narrow terminal these go first (they stay in metrics.json and --json)
-EVAL_DROP_ORDER = ("CF/s", "steps", "O.Eff real", "n", "COUT", "D.Val", "FVA²", "LPIPS", "SSIM", "O.Eff", "FID",
-                   "FD-eff¹", "L1", "%Fail", "O.Val")
+# at a narrow terminal these go first (they stay in metrics.json and --json); FID and LPIPS, computed only when
+# their weights are passed, stay longest after validity
+EVAL_DROP_ORDER = ("CF/s", "steps", "O.Eff real", "n", "COUT", "D.Val", "SSIM", "FD-eff¹", "O.Eff", "FVA²", "L1",
+                   "LPIPS", "FID", "%Fail", "O.Val")
 
 
 def _eval_table(doc: dict[str, Any], wide: bool) -> None:
