@@ -73,9 +73,10 @@ def _class_names(data_classes: list[str], given: str | None, data: str) -> list[
         raise InputError(f"--classes names {len(names)} classes but {data} has {len(data_classes)} "
                          f"({', '.join(data_classes)})")
     if sorted(names) == sorted(data_classes) and names != data_classes:
+        fix = (f"write your classifier's order, one name per line, into {data[len('folder:'):]}/classes.txt so the "
+               "labels follow it" if data.startswith("folder:") else "give them in the data's label order")
         raise InputError(f"--classes puts the data's classes in another order ({', '.join(names)}) than its labels "
-                         f"({', '.join(data_classes)}): write your classifier's order, one name per line, into "
-                         "PATH/classes.txt of the image folder, so the labels follow it")
+                         f"({', '.join(data_classes)}): {fix}")
     return names
 
 
@@ -120,7 +121,7 @@ def import_model(name: str, *, classifier: str, data: str, weights: str | os.Pat
         raise InputError(f"{folder} already holds a model: pick another NAME, or --force to replace it")
     dataset = _data_reference(data, data_dir)
     test = load_dataset(dataset, "test", root=data_dir)
-    class_names = _class_names(test.classes, classes, data)
+    class_names = _class_names(test.classes, classes, dataset)
     spec = _spec_for_folder(classifier)
     wrapped = wrap_classifier(spec, weights, resolution=test.resolution, channels=test.channels,
                               num_classes=len(class_names))
