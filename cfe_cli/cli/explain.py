@@ -114,9 +114,11 @@ def _cf_table(recs: list[dict[str, Any]], what: str, wide: bool) -> None:
                            "reflection" if mirror else
                            "the optimisation reached --threshold on the target (and argmax = target)")
               + "; conf: the classifier's probability; L1: mean |x_cf − x| per pixel" + (f"\n{note}" if note else ""))
-    t.caption = legend + (f"\nfirst 50 of {len(recs)} rows; all in metrics.json" if len(recs) > 50 else "")
-    t.caption_justify = "left"
     print_wide(console, t, wide)
+    # the legend is printed after the table, not as its caption: Rich wraps a caption at the console's width
+    # but crops it at the table's, so a table narrower than the terminal lost a caption line's last letters
+    console.print(legend + (f"\nfirst 50 of {len(recs)} rows; all in metrics.json" if len(recs) > 50 else ""),
+                  highlight=False)
 
 
 def _report(r: dict[str, Any], what: str, wide: bool = False, as_json: bool = False) -> None:
@@ -349,9 +351,8 @@ def _eval_table(doc: dict[str, Any], wide: bool) -> None:
     cols = [c for c in EVAL_COLUMNS if any(r.get(c[0]) is not None for r in doc["rows"])]
     fmts = {head: (key, fmt) for key, head, fmt in cols}
 
-    def build(shown: list[str], caption: str = "") -> Table:
-        t = Table(title=f"evaluate {doc['dataset']} ({doc['split']})", caption=caption or None,
-                  box=box.SIMPLE_HEAD, padding=(0, 1), caption_justify="left")
+    def build(shown: list[str]) -> Table:
+        t = Table(title=f"evaluate {doc['dataset']} ({doc['split']})", box=box.SIMPLE_HEAD, padding=(0, 1))
         t.add_column("method", no_wrap=True)
         t.add_column("pair", no_wrap=True)
         for head in shown:
@@ -367,7 +368,8 @@ def _eval_table(doc: dict[str, Any], wide: bool) -> None:
     if dropped:
         legend += (f"\nnot shown at this width: {', '.join(dropped)} (in metrics.json; --wide or --json shows "
                    "every column)")
-    print_wide(console, build(shown, legend), wide)
+    print_wide(console, build(shown), wide)
+    console.print(legend, highlight=False)  # after the table, not as its caption (see _cf_table)
 
 
 EVAL_LEGEND = {
