@@ -105,10 +105,10 @@ def in_elsewhere(own, monkeypatch) -> dict[str, Path]:
 @pytest.fixture
 def console80():
     """The CLI's Rich console at 80 columns (the width of a default terminal)."""
-    width = console.width
+    saved = console._width  # None: the console follows the terminal (and $COLUMNS), which later tests rely on
     console.width = 80
     yield console
-    console.width = width
+    console._width = saved
 
 
 def _ok(args: list[str]) -> str:

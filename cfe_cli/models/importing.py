@@ -110,6 +110,8 @@ def import_model(name: str, *, classifier: str, data: str, weights: str | os.Pat
         ``{"name", "path", "dataset", "classes", "test_accuracy", "n_test", "mirror", "mirror_problem",
         "weights", "copied", "sha256", "classifier", "on_search_path"}``.
     """
+    from safetensors.torch import load_file
+
     from cfe_cli.data import load_dataset
     from cfe_cli.models.weights import save_module, weights_roots
 
@@ -143,8 +145,9 @@ def import_model(name: str, *, classifier: str, data: str, weights: str | os.Pat
             "imported": {"classifier": spec, "weights": rec_weights, "copied": copied, "sha256": sha},
             "classifier_sha256": sha, "mirror": wrapped.mirror_problem is None,
             "mirror_problem": wrapped.mirror_problem, "command": command}
-    holder = wrapped.net if (weights is not None and copied) else torch.nn.Module()
-    save_module(folder / "classifier.safetensors", holder, kind="classifier", config=cfg.to_dict(), info=info)
+    # copied: the user's tensors exactly as in their file (checked against the network above)
+    tensors = load_file(str(source)) if (weights is not None and copied) else {}
+    save_module(folder / "classifier.safetensors", tensors, kind="classifier", config=cfg.to_dict(), info=info)
     on_path = any(folder.parent.resolve() == r for r in weights_roots())
     return {"name": name, "path": str(folder), "dataset": dataset, "classes": class_names, "test_accuracy": acc,
             "n_test": len(test), "mirror": wrapped.mirror_problem is None, "mirror_problem": wrapped.mirror_problem,

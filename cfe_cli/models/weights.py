@@ -32,14 +32,15 @@ from cfe_cli.models.classifiers import ClassifierConfig, GAPClassifier
 GENERATOR_KINDS = ("mirror", "vae", "cvae")
 
 
-def save_module(path: str | os.PathLike[str], module: nn.Module, *, kind: str,
+def save_module(path: str | os.PathLike[str], module: nn.Module | dict[str, torch.Tensor], *, kind: str,
                 config: dict[str, Any], info: dict[str, Any]) -> Path:
-    """Write ``module``'s state dict to ``path`` (atomically) with config metadata."""
+    """Write ``module``'s state dict (or a state dict as it is) to ``path`` (atomically) with config metadata."""
     from cfe_cli import __version__
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
+    tensors = module if isinstance(module, dict) else module.state_dict()
+    state = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
     meta = {"format": "cfe", "kind": kind, "config": json.dumps(config),
             "info": json.dumps({"cfe_version": __version__, **info})}
     with atomic_path(path) as tmp:
