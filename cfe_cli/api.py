@@ -24,6 +24,7 @@ from cfe_cli.evaluation import evaluate
 from cfe_cli.explainer import Explainer
 from cfe_cli.methods import available_methods, get_method
 from cfe_cli.models.classifiers import predict_probs
+from cfe_cli.models.importing import import_model
 from cfe_cli.models.weights import LoadedClassifier, list_models, load_classifier, resolve_model
 from cfe_cli.outputs import explain
 from cfe_cli.predicting import predict_inputs
@@ -32,8 +33,8 @@ from cfe_cli.training.classifier import train_clf
 from cfe_cli.training.generators import train_gen
 
 __all__ = [
-    "Explainer", "datasets", "evaluate", "explain", "load_dataset", "load_model", "methods", "models", "predict",
-    "predict_inputs", "resolve_model", "train_clf", "train_gen",
+    "Explainer", "datasets", "evaluate", "explain", "import_model", "load_dataset", "load_model", "methods", "models",
+    "predict", "predict_inputs", "resolve_model", "train_clf", "train_gen",
 ]  # fmt: skip
 
 

@@ -7,7 +7,7 @@ with a legend. Commands live in :mod:`~cfe_cli.cli.info`, :mod:`~cfe_cli.cli.exp
 
 from __future__ import annotations
 
-from cfe_cli.cli import explain, info, train  # noqa: F401  (each registers its commands)
+from cfe_cli.cli import explain, info, own, train  # noqa: F401  (each registers its commands)
 from cfe_cli.cli.app import COMMAND_ORDER, app, console, err_console
 
 __all__ = ["COMMAND_ORDER", "app", "console", "err_console", "main"]

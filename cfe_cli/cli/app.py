@@ -25,8 +25,8 @@ from cfe_cli.errors import CfeError, InputError
 
 # `cfe --help` lists the commands in the order a new user needs them: look around, predict, explain,
 # then train. Commands not named here follow in registration order.
-COMMAND_ORDER = ("models", "datasets", "predict", "explain", "animate", "evaluate", "methods", "report", "train-clf",
-                 "train-gen")
+COMMAND_ORDER = ("models", "datasets", "import-model", "predict", "explain", "animate", "evaluate", "methods",
+                 "report", "train-clf", "train-gen")
 
 
 class TaskOrderGroup(TyperGroup):
@@ -176,13 +176,15 @@ def main_callback(
     STATE["debug"] = debug
 
 
-Model = Annotated[str, typer.Option("--model", rich_help_panel=PANEL_IO, help="Model name (weights/NAME) or folder.")]
+Model = Annotated[str, typer.Option("--model", rich_help_panel=PANEL_IO,
+                                     help="Model name (cfe models; cfe import-model adds yours) or folder.")]
 
 
 UserClf = Annotated[str | None, typer.Option(
     "--classifier", rich_help_panel=PANEL_OWN,
-        help="Your own classifier: module:factory (with --weights) or a TorchScript file; "
-    "--model then gives the data, classes and generators.")]
+        help="Your own classifier: path/to/file.py:factory or module:factory (with --weights), or a TorchScript "
+             "(.pt) / torch.export (.pt2) file; --model then gives the data, classes and generators (cfe import-model "
+             "makes it a model of its own).")]
 UserWeights = Annotated[Path | None, typer.Option("--weights", rich_help_panel=PANEL_OWN,
     help="safetensors state dict for --classifier.")]
 UserDecoder = Annotated[Path | None, typer.Option(
