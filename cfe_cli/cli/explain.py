@@ -49,6 +49,7 @@ from cfe_cli.cli.app import (  # the shared options and helpers
     handle_errors,
     progress_bar,
 )
+from cfe_cli.legend import EVAL_COLUMNS, EVAL_LEGEND, FOOTNOTES, REFLECTION_NOTE
 
 SECOND_HEAD = {"reflection": "reflection (k=1)", "reconstruction": "reconstruction", "perturbation": "perturbation"}
 
@@ -266,13 +267,7 @@ def evaluate(
                            lpips_weights=lpips_weights, resume=resume, force=force, command=command_line(),
                            progress=update)
     # the terminal shows the headline columns (the rest — L2, sparsity, PSNR, DFD, KD, timings — are in metrics.json)
-    cols = [("n", "n", "{}"), ("valid", "Val", "{:.3f}"), ("denoised_valid", "D.Val", "{:.3f}"),
-            ("oracle_valid", "O.Val", "{:.3f}"), ("oracle_effnet", "O.Eff", "{:.3f}"),
-            ("oracle_effnet_real", "O.Eff real", "{:.3f}"), ("fail_pct", "%Fail", "{:.1f}"), ("l1", "L1", "{:.3f}"),
-            ("ssim", "SSIM", "{:.3f}"), ("cout", "COUT", "{:.3f}"), ("fid", "FID", "{:.2f}"),
-            ("lpips", "LPIPS", "{:.3f}"), ("fd_effnetlite0", "FD-eff¹", "{:.2f}"), ("fva_dlib", "FVA²", "{:.3f}"),
-            ("steps_mean", "steps", "{:.1f}"), ("cf_per_second", "CF/s", "{:.1f}")]
-    cols = [c for c in cols if any(r.get(c[0]) is not None for r in doc["rows"])]
+    cols = [c for c in EVAL_COLUMNS if any(r.get(c[0]) is not None for r in doc["rows"])]
     t = Table(title=f"evaluate {doc['dataset']} ({doc['split']})", caption=_eval_legend(doc, {c[1] for c in cols}),
               box=box.SIMPLE_HEAD, padding=(0, 1), caption_justify="left")
     t.add_column("method", no_wrap=True)
@@ -292,29 +287,10 @@ def evaluate(
     console.print(f"-> {doc['metrics_path']}")
 
 
-EVAL_LEGEND = {
-    "Val": "validity: the classifier assigns the counterfactual to the target",
-    "D.Val": "validity after a 5x5 Gaussian blur (sigma 1)",
-    "O.Val": "validity by the independent oracle classifier (weights/MODEL/oracle.safetensors)",
-    "O.Eff": "validity by oracle_effnet, a linear probe on EfficientNet-Lite0 ImageNet features nobody trains against",
-    "O.Eff real": "the share of real target-class test images oracle_effnet labels as the target (its ceiling)",
-    "%Fail": "share of inputs with no counterfactual",
-    "L1": "mean |x_cf - x|", "L2": "root-mean-square pixel difference", "Spars.": "share of pixels changed by > 0.05",
-    "SSIM": "structural similarity to the source", "COUT": "counterfactual transition (Khorram & Fuxin), -1..1",
-    "FID": "Inception-v3 FID (your file)", "LPIPS": "LPIPS-Alex (your file)",
-    "FD-eff¹": "Frechet distance to real target-class images, EfficientNet-Lite0 features",
-    "DFD-eff¹": "deep-feature distance to the source, EfficientNet-Lite0 stages",
-    "FVA²": "share of faces whose identity is kept",
-    "steps": "engine steps (optimisation methods) or decoder passes (mirror)", "CF/s": "counterfactuals per second",
-}
-
-
 def _eval_legend(doc: dict[str, Any], shown: set[str]) -> str:
     """One line per column shown, the validity rule of each method, and the footnotes."""
     lines = [f"{k}: {v}" for k, v in EVAL_LEGEND.items() if k in shown]
     lines += [f"{m}: valid = {rule}" for m, rule in doc.get("validity_rules", {}).items()]
-    lines.append("mirror@reflection: the full reflection (k = 1) scored like a counterfactual; every other metric "
-                 "(L2, sparsity, PSNR, KD, DFD, timings) is in metrics.json")
-    lines.append("¹ EfficientNet-Lite0 features: not comparable to published FID / LPIPS"
-                 + ("; ² share within dlib's 0.6 same-person distance" if doc.get("identity") else ""))
+    lines.append(REFLECTION_NOTE)
+    lines.append(FOOTNOTES[0] + (f"; {FOOTNOTES[1]}" if doc.get("identity") else ""))
     return "\n".join(lines)
