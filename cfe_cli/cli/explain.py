@@ -49,6 +49,7 @@ from cfe_cli.cli.app import (  # the shared options and helpers
     handle_errors,
     progress_bar,
 )
+from cfe_cli.cli.report import ReportFlag, write_and_print
 from cfe_cli.legend import EVAL_COLUMNS, EVAL_LEGEND, FOOTNOTES, REFLECTION_NOTE
 
 SECOND_HEAD = {"reflection": "reflection (k=1)", "reconstruction": "reconstruction", "perturbation": "perturbation"}
@@ -117,6 +118,7 @@ def explain(
                                                help="Latent methods: probe scores + chart.")] = False,
     strict: Strict = False,
     resume: Resume = False,
+    report: ReportFlag = False,
     threshold: Threshold = 0.75,
     steps: Steps = None,
     lr: Lr = None,
@@ -148,6 +150,8 @@ def explain(
                         classifier=classifier,
                         weights=weights, decoder=decoder, precision=precision, compile=compile_,
                         command=command_line(), progress=update)
+    if report:
+        write_and_print([Path(r["metrics_path"]).parent])
     _report(r, "counterfactuals")
 
 
@@ -166,6 +170,7 @@ def animate(
     label: Label = None,
     strict: Strict = False,
     resume: Resume = False,
+    report: ReportFlag = False,
     threshold: Threshold = 0.75,
     steps: Steps = None,
     lr: Lr = None,
@@ -197,6 +202,8 @@ def animate(
                         classifier=classifier,
                         weights=weights, decoder=decoder, precision=precision, compile=compile_,
                         command=command_line(), progress=update)
+    if report:
+        write_and_print([Path(r["metrics_path"]).parent])
     _report(r, "videos")
 
 
@@ -221,6 +228,7 @@ def evaluate(
                                         help="Write into a folder that holds another command's metrics.json.")]
     = False,
     save_images: Annotated[bool, typer.Option("--save-images", help="Also write every counterfactual PNG.")] = False,
+    report: ReportFlag = False,
     batch_size: Batch = 256,
     realism: Annotated[bool, typer.Option("--realism/--no-realism", help="EfficientNet-Lite0 FD/KD/DFD "
                                           "(cfe[metrics]).")] = True,
@@ -285,6 +293,8 @@ def evaluate(
         top = ", ".join(f"{r['name']} {r['score']:+.3f}" for r in g["ranking"][:5])
         console.print(f"global attribution {g['method']} {g['pair']} (n={g['n']}): {top} -> {g['chart']}")
     console.print(f"-> {doc['metrics_path']}")
+    if report:
+        write_and_print([Path(doc["metrics_path"]).parent])
 
 
 def _eval_legend(doc: dict[str, Any], shown: set[str]) -> str:
