@@ -12,7 +12,7 @@ PKG = Path(__file__).resolve().parents[1] / "cfe_cli"
 LAYERS = {
     "cli": 6,
     "api": 5,
-    "explainer": 4, "outputs": 4, "evaluation": 4, "training": 4, "predicting": 4,
+    "explainer": 4, "outputs": 4, "evaluation": 4, "training": 4, "predicting": 4, "report": 4,
     "methods": 3,
     "engine": 2,
     "models": 1, "data": 1, "inputs": 1, "attributions": 1, "descriptors": 1, "features": 1, "fid": 1, "lpips": 1,

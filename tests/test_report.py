@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import unquote
@@ -101,6 +103,15 @@ def test_report_links_every_file_and_escapes_untrusted_text(runs):
     for key in ("anim", "eval"):
         own = runs[key] / "index.html"
         assert own.is_file() and all("/" not in unquote(r) for r in _parse(own).refs)
+
+
+def test_report_needs_no_torch(runs, tmp_path):
+    """The report only reads what runs wrote: writing one imports no torch (and starts fast)."""
+    code = ("import sys; from cfe_cli.report import write_report; "
+            f"r = write_report([{str(runs['anim'])!r}, {str(runs['eval'])!r}], out={str(tmp_path)!r}); "
+            "assert 'torch' not in sys.modules, 'torch imported'; print(r['cards'])")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert p.returncode == 0 and p.stdout.strip() == "3", p.stderr
 
 
 def test_copy_makes_a_folder_that_works_when_zipped_and_moved(runs, tmp_path):

@@ -150,9 +150,11 @@ def explain(
                         classifier=classifier,
                         weights=weights, decoder=decoder, precision=precision, compile=compile_,
                         command=command_line(), progress=update)
-    if report:
-        write_and_print([Path(r["metrics_path"]).parent])
-    _report(r, "counterfactuals")
+    try:
+        _report(r, "counterfactuals")
+    finally:  # also when failed inputs make the exit code 1
+        if report:
+            write_and_print([Path(r["metrics_path"]).parent])
 
 
 @app.command("animate")
@@ -202,9 +204,11 @@ def animate(
                         classifier=classifier,
                         weights=weights, decoder=decoder, precision=precision, compile=compile_,
                         command=command_line(), progress=update)
-    if report:
-        write_and_print([Path(r["metrics_path"]).parent])
-    _report(r, "videos")
+    try:
+        _report(r, "videos")
+    finally:  # also when failed inputs make the exit code 1
+        if report:
+            write_and_print([Path(r["metrics_path"]).parent])
 
 
 @app.command("evaluate")

@@ -15,8 +15,9 @@ background:var(--bg)}
 h1{font-size:1.6rem;margin:.2rem 0}h2{font-size:1.35rem;border-bottom:2px solid var(--line);margin-top:2rem}
 h3{font-size:1.1rem;margin:.8rem 0 .3rem}h4{font-size:1rem;margin:1.2rem 0 .4rem}
 .muted,.count{color:var(--muted);font-weight:normal}
-nav.controls{position:sticky;top:0;z-index:1;background:var(--bg);border-bottom:1px solid var(--line);
+nav.controls{background:var(--bg);border-bottom:1px solid var(--line);
 display:flex;flex-wrap:wrap;gap:.4rem 1.2rem;align-items:center;padding:.5rem 0}
+@media (min-width:48rem){nav.controls{position:sticky;top:0;z-index:1}}
 fieldset{border:0;margin:0;padding:0;display:flex;flex-wrap:wrap;gap:.2rem .8rem;align-items:center}
 legend{float:left;font-weight:600;margin-right:.5rem}
 select{font:inherit;max-width:100%}
