@@ -7,6 +7,7 @@ import json
 import shutil
 import subprocess
 import sys
+import time
 from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import unquote
@@ -183,4 +184,26 @@ def test_report_in_headless_chromium(runs):
         assert _set(b, "#status input[value=correct]", "e.checked = true") == n_correct < 5  # the XSS file has no label
         assert _set(b, "#status input[value=all]", "e.checked = true") == 5
         assert _set(b, "#runs input[value='0']", "e.checked = false") == len(recs["pgd"])
+        assert b.errors() == []
+
+
+def test_a_thousand_cards_load_lazily(runs, tmp_path):
+    """1,000 cards (the PGD run's records repeated, its real files): written in about a second, and a browser
+    decodes only the images near the viewport."""
+    binary = find_chromium()
+    if binary is None:
+        pytest.skip("chromium not installed (Debian: apt-get install chromium; .ci/run does it)")
+    doc = json.loads((runs["pgd"] / "metrics.json").read_text())
+    recs = doc["results"]
+    doc["results"] = [dict(recs[i % len(recs)], name=f"no{i}_{recs[i % len(recs)]['name']}") for i in range(1000)]
+    (tmp_path / "big").mkdir()
+    (tmp_path / "big" / "metrics.json").write_text(json.dumps(doc))
+    t0 = time.perf_counter()
+    r = _cli("report", tmp_path / "big")
+    assert r.exit_code == 0 and "1000 cards" in r.output and time.perf_counter() - t0 < 10, r.output
+    with Browser(binary) as b:
+        b.open((tmp_path / "big" / "index.html").as_uri())
+        assert b.js("document.querySelectorAll('.card').length") == 1000
+        loaded = b.js("Array.from(document.images).filter(i => i.complete && i.naturalWidth > 0).length")
+        assert 0 < loaded < 200
         assert b.errors() == []

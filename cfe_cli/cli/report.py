@@ -22,8 +22,8 @@ def write_and_print(runs: list[Path], out: Path | None = None, title: str | None
     for m in r["missing"][:10]:
         err_console.print(_tagged("missing:", "yellow", f" {m}"), highlight=False, soft_wrap=True)
     more = f" ({len(r['missing'])} files named in metrics.json are missing)" if r["missing"] else ""
-    console.print(f"report: {r['runs']} run{'s' * (r['runs'] > 1)}, {r['cards']} cards{more} -> {r['path']}",
-                  highlight=False, soft_wrap=True)
+    runs_, cards = f"{r['runs']} run{'s' * (r['runs'] != 1)}", f"{r['cards']} card{'s' * (r['cards'] != 1)}"
+    console.print(f"report: {runs_}, {cards}{more} -> {r['path']}", highlight=False, soft_wrap=True)
 
 
 @app.command("report")
