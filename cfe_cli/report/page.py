@@ -184,7 +184,7 @@ def controls_html(runs: list[Run], cards: list[Card]) -> str:
         radios = "".join(f'<label><input type="radio" name="status" value="{v}"{" checked" if v == "all" else ""}> '
                          f"{esc(t)}</label>" for v, t in STATUS)
         parts.append(f'<fieldset id="status"><legend>Show</legend>{radios}</fieldset>'
-                     f'<output id="shown">{len(cards)} cards shown</output>')
+                     f'<output id="shown" aria-live="polite">{len(cards)} cards shown</output>')
     return f'<nav class="controls" aria-label="Runs and filters">{"".join(parts)}</nav>' if parts else ""
 
 
