@@ -25,6 +25,7 @@ from cfe_cli.errors import InputError
 from cfe_cli.explainer import Explainer
 from cfe_cli.files import out_dir as make_out_dir
 from cfe_cli.files import write_json
+from cfe_cli.legend import NOTES
 from cfe_cli.methods import split_options
 from cfe_cli.models.loading import channels_last, load_any_classifier
 from cfe_cli.models.weights import load_classifier, resolve_model
@@ -32,31 +33,6 @@ from cfe_cli.results import CounterfactualResult
 from cfe_cli.runtime import resolve_device
 
 Progress = Callable[[dict[str, Any]], None]
-
-NOTES = {"denoised_valid": "validity after a 5x5 Gaussian blur, sigma 1",
-         "l2": "root-mean-square pixel difference", "sparsity": "share of pixels changed by > 0.05",
-         "fd_effnetlite0": "Frechet distance of EfficientNet-Lite0 ImageNet features (1280-d, 224 px) "
-                           "between counterfactuals and real test images of the target class; not "
-                           "comparable to published FID (Inception-v3)",
-         "dfd_effnetlite0": "unlearned deep-feature distance on EfficientNet-Lite0 stages; not LPIPS",
-         "oracle_effnet": "share of counterfactuals that a linear probe on EfficientNet-Lite0 features of real "
-                          "training images (oracle_effnet.safetensors) labels as the target; oracle_effnet_real: the "
-                          "same for the real target test images",
-         "references": "the scale of fd_effnetlite0 per pair, against the same real target images: "
-                       "fd_inputs = the unchanged inputs (a counterfactual that changed nothing), "
-                       "fd_real = as many other real target images from another split (what a "
-                       "perfect generator would score at this set size)",
-         "fid": "FID: Frechet distance of Inception-v3 (2015-12-05, the user's sha256-checked "
-                "file) pool features between counterfactuals and real test images of the target "
-                "class; small sets bias it upwards, compare equal set sizes only",
-         "lpips": "LPIPS-Alex v0.1 between source and counterfactual (the user's AlexNet file, "
-                  "sha256-checked; images under 64 px resized to 64)",
-         "fva_dlib": "share of counterfactuals whose dlib face descriptor stays within 0.6 (dlib's "
-                     "same-person distance) of its source's (faces only, cfe[faces])",
-         "identity_distance_dlib": "mean dlib descriptor distance between source and counterfactual",
-         "source_correct": "share of the row's sources whose label is the source class (the "
-                           "rest are misclassified test images predicted as the source)",
-         "steps": "engine steps to the threshold (optimisation methods) or decoder passes (mirror)"}
 
 
 @dataclass
@@ -444,6 +420,9 @@ def _evaluate_method(ex: Explainer, pair: _Pair, nets: _Nets, classes: list[str]
     row["fail_pct"] = round(M.fail_rate(found_all), 3)
     row["seconds_total"] = round(seconds, 3)
     row["peak_memory_mb"] = M.peak_memory_mb(dev)
+    grid = [pair.x_all[:8], torch.cat(cf_keep)[:8]] + ([torch.cat(refl_keep)[:8]] if mirror else [])  # for the report
+    grid_png = out_dir / _file_name(f"grid_{ex.method}_{classes[s]}_to_{classes[t]}")
+    row["grid_path"] = str(render.image_grid(grid, grid_png, marked=~found_all[:8]))
     _image_metrics(row, nets, pair, torch.cat(cf_keep))
     rows = [row]
     if mirror:
@@ -484,12 +463,17 @@ def _global_ranking(ex: Any, s: str, t: str, local: torch.Tensor, out_dir: Path)
     else:
         g, sd = [0.0] * len(names), [0.0] * len(names)
     order = sorted(range(len(names)), key=lambda i: -abs(g[i]))
-    chart = out_dir / f"global_{ex.method}_{s}_to_{t}.png".replace(" ", "_")
+    chart = out_dir / _file_name(f"global_{ex.method}_{s}_to_{t}")
     bar_chart(names, g, f"{ex.method}: {s} -> {t}, global attribution (n={len(local)})", chart, top=12)
     return {"method": ex.method, "pair": f"{s}:{t}", "n": len(local), "chart": str(chart),
             "ranking": [{"name": names[i], "score": round(g[i], 5), "std": round(sd[i], 5),
                          "probe_accuracy": round(float(ex.probes.accuracy[i]), 4)}  # type: ignore[union-attr]
                         for i in order]}
+
+
+def _file_name(stem: str) -> str:
+    """A PNG name from class names: spaces become "_", "/" (no file system takes it) "-"."""
+    return stem.replace(" ", "_").replace("/", "-") + ".png"
 
 
 def _summarise(method: str, s: str, t: str, scored: dict[str, list[torch.Tensor]], n: int, gen_seconds: float,

@@ -50,6 +50,8 @@ from cfe_cli.cli.app import (  # the shared options and helpers
     handle_errors,
     progress_bar,
 )
+from cfe_cli.cli.report import ReportFlag, write_and_print
+from cfe_cli.legend import EVAL_COLUMNS, EVAL_LEGEND, FOOTNOTES, REFLECTION_NOTE
 
 Wide = Annotated[bool, typer.Option("--wide", rich_help_panel=PANEL_IO,
                                     help="Show every column in full even past the terminal's width.")]
@@ -164,6 +166,7 @@ def explain(
                                                help="Latent methods: probe scores + chart.")] = False,
     strict: Strict = False,
     resume: Resume = False,
+    report: ReportFlag = False,
     threshold: Threshold = 0.75,
     steps: Steps = None,
     lr: Lr = None,
@@ -197,7 +200,11 @@ def explain(
                         classifier=classifier,
                         weights=weights, decoder=decoder, precision=precision, compile=compile_,
                         command=command_line(), progress=update)
-    _report(r, "counterfactuals", wide, as_json)
+    try:
+        _report(r, "counterfactuals", wide, as_json)
+    finally:  # also when failed inputs make the exit code 1
+        if report:
+            write_and_print([Path(r["metrics_path"]).parent], quiet=as_json)
 
 
 @app.command("animate")
@@ -215,6 +222,7 @@ def animate(
     label: Label = None,
     strict: Strict = False,
     resume: Resume = False,
+    report: ReportFlag = False,
     threshold: Threshold = 0.75,
     steps: Steps = None,
     lr: Lr = None,
@@ -248,7 +256,11 @@ def animate(
                         classifier=classifier,
                         weights=weights, decoder=decoder, precision=precision, compile=compile_,
                         command=command_line(), progress=update)
-    _report(r, "videos", wide, as_json)
+    try:
+        _report(r, "videos", wide, as_json)
+    finally:  # also when failed inputs make the exit code 1
+        if report:
+            write_and_print([Path(r["metrics_path"]).parent], quiet=as_json)
 
 
 @app.command("evaluate")
@@ -272,6 +284,7 @@ def evaluate(
                                         help="Write into a folder that holds another command's metrics.json.")]
     = False,
     save_images: Annotated[bool, typer.Option("--save-images", help="Also write every counterfactual PNG.")] = False,
+    report: ReportFlag = False,
     batch_size: Batch = 256,
     realism: Annotated[bool, typer.Option("--realism/--no-realism", help="EfficientNet-Lite0 FD/KD/DFD "
                                           "(cfe[metrics]).")] = True,
@@ -319,6 +332,8 @@ def evaluate(
                            decoder=decoder, precision=precision, compile=compile_, fid_weights=fid_weights,
                            lpips_weights=lpips_weights, resume=resume, force=force, command=command_line(),
                            progress=update)
+    if report:
+        write_and_print([Path(doc["metrics_path"]).parent], quiet=True)
     if as_json:  # the table's rows with every metric
         typer.echo(json.dumps({"rows": doc["rows"] + doc["overall"], "metrics_path": doc["metrics_path"]}, indent=2))
         return
@@ -333,15 +348,10 @@ def evaluate(
     console.print(f"precision {doc['precision']} ({doc['precision_asked']}: {doc['precision_reason']})", style="dim",
                   highlight=False)
     console.print(f"-> {doc['metrics_path']}")
+    if report:
+        console.print(f"report -> {Path(doc['metrics_path']).parent / 'index.html'}", highlight=False)
 
 
-# the terminal shows the headline columns (the rest — L2, sparsity, PSNR, DFD, KD, timings — are in metrics.json)
-EVAL_COLUMNS = [("n", "n", "{}"), ("valid", "Val", "{:.3f}"), ("denoised_valid", "D.Val", "{:.3f}"),
-                ("oracle_valid", "O.Val", "{:.3f}"), ("oracle_effnet", "O.Eff", "{:.3f}"),
-                ("oracle_effnet_real", "O.Eff real", "{:.3f}"), ("fail_pct", "%Fail", "{:.1f}"),
-                ("l1", "L1", "{:.3f}"), ("ssim", "SSIM", "{:.3f}"), ("cout", "COUT", "{:.3f}"),
-                ("fid", "FID", "{:.2f}"), ("lpips", "LPIPS", "{:.3f}"), ("fd_effnetlite0", "FD-eff¹", "{:.2f}"),
-                ("fva_dlib", "FVA²", "{:.3f}"), ("steps_mean", "steps", "{:.1f}"), ("cf_per_second", "CF/s", "{:.1f}")]
 # at a narrow terminal these go first (they stay in metrics.json and --json); FID and LPIPS, computed only when
 # their weights are passed, stay longest after validity
 EVAL_DROP_ORDER = ("CF/s", "steps", "O.Eff real", "n", "COUT", "D.Val", "SSIM", "FD-eff¹", "O.Eff", "FVA²", "L1",
@@ -376,29 +386,11 @@ def _eval_table(doc: dict[str, Any], wide: bool) -> None:
     console.print(legend, highlight=False)  # after the table, not as its caption (see _cf_table)
 
 
-EVAL_LEGEND = {
-    "Val": "validity: the classifier assigns the counterfactual to the target",
-    "D.Val": "validity after a 5x5 Gaussian blur (sigma 1)",
-    "O.Val": "validity by the independent oracle classifier (weights/MODEL/oracle.safetensors)",
-    "O.Eff": "validity by oracle_effnet, a linear probe on EfficientNet-Lite0 ImageNet features nobody trains against",
-    "O.Eff real": "the share of real target-class test images oracle_effnet labels as the target (its ceiling)",
-    "%Fail": "share of inputs with no counterfactual",
-    "L1": "mean |x_cf - x|", "L2": "root-mean-square pixel difference", "Spars.": "share of pixels changed by > 0.05",
-    "SSIM": "structural similarity to the source", "COUT": "counterfactual transition (Khorram & Fuxin), -1..1",
-    "FID": "Inception-v3 FID (your file)", "LPIPS": "LPIPS-Alex (your file)",
-    "FD-eff¹": "Frechet distance to real target-class images, EfficientNet-Lite0 features",
-    "DFD-eff¹": "deep-feature distance to the source, EfficientNet-Lite0 stages",
-    "FVA²": "share of faces whose identity is kept",
-    "steps": "engine steps (optimisation methods) or decoder passes (mirror)", "CF/s": "counterfactuals per second",
-}
-
 
 def _eval_legend(doc: dict[str, Any], shown: set[str]) -> str:
     """One line per column shown, the validity rule of each method, and the footnotes."""
     lines = [f"{k}: {v}" for k, v in EVAL_LEGEND.items() if k in shown]
     lines += [f"{m}: valid = {rule}" for m, rule in doc.get("validity_rules", {}).items()]
-    lines.append("mirror@reflection: the full reflection (k = 1) scored like a counterfactual; every other metric "
-                 "(L2, sparsity, PSNR, KD, DFD, timings) is in metrics.json")
-    lines.append("¹ EfficientNet-Lite0 features: not comparable to published FID / LPIPS"
-                 + ("; ² share within dlib's 0.6 same-person distance" if doc.get("identity") else ""))
+    lines.append(REFLECTION_NOTE)
+    lines.append(FOOTNOTES[0] + (f"; {FOOTNOTES[1]}" if doc.get("identity") else ""))
     return "\n".join(lines)
