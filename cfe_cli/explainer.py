@@ -14,8 +14,8 @@ from cfe_cli.errors import InputError
 from cfe_cli.methods import Method, Setup, get_method
 from cfe_cli.models.loading import channels_last, load_any_classifier
 from cfe_cli.models.weights import LoadedClassifier, resolve_model
-from cfe_cli.results import CounterfactualResult
 from cfe_cli.precision import resolve as resolve_precision
+from cfe_cli.results import CounterfactualResult
 from cfe_cli.runtime import resolve_device
 
 

@@ -57,7 +57,7 @@ def cpu_description() -> str:
     return " + ".join([cap, *extra])
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def bf16_slowdown(reps: int = 3) -> float:
     """Measured time of a bfloat16 3×3 convolution ÷ the same in float32 on this CPU (> 1: slower).
 

@@ -241,8 +241,9 @@ def test_weight_mismatch_lists_keys_and_shapes(in_elsewhere, tmp_path):
 
 
 def test_torchscript_without_features_reads_as_a_sentence(in_elsewhere, tmp_path):
-    from cfe_cli.models.external import module_from_file
     from user_models import to_torchscript
+
+    from cfe_cli.models.external import module_from_file
 
     own = in_elsewhere
     _import(own, "refs")

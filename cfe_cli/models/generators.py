@@ -8,8 +8,8 @@ is the encoder). ``PatchDiscriminator`` scores image patches as real or decoded.
 from __future__ import annotations
 
 import math
-from typing import Any
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import torch
 from torch import nn
