@@ -33,6 +33,7 @@ from cfe_cli.cli.app import (  # the shared options and helpers
     Resume,
     Seed,
     Settings,
+    Shard,
     Steps,
     Strict,
     Target,
@@ -48,13 +49,19 @@ from cfe_cli.cli.app import (  # the shared options and helpers
     err_console,
     handle_errors,
     progress_bar,
+    rank0,
 )
 
 SECOND_HEAD = {"reflection": "reflection (k=1)", "reconstruction": "reconstruction", "perturbation": "perturbation"}
 
 
 def _report(r: dict[str, Any], what: str) -> None:
-    """The run's table with a legend, the failed and skipped inputs, and the exit code (1 only on failures)."""
+    """The run's table with a legend, the failed and skipped inputs, and the exit code (1 only on failures).
+
+    Under torchrun only rank 0 reports (the merged run); a ``--shard`` run reports its part.
+    """
+    if not rank0():
+        return
     for w in r["warnings"]:
         err_console.print(_tagged("warning:", "yellow", f" {w}"), highlight=False)
     recs = r["results"]
@@ -96,6 +103,9 @@ def _report(r: dict[str, Any], what: str) -> None:
     n_skip = f", {len(r['skipped'])} skipped" if r.get("skipped") else ""
     console.print(f"{len(recs)} explained, {n_ok} valid, {len(r['failures'])} failed{n_skip}{resumed} "
                   f"-> {r['metrics_path']}")
+    if r.get("part"):
+        console.print(f"this shard's part is written; once every shard has finished: cfe merge "
+                      f"{Path(r['metrics_path']).parent.parent}")
     if r["failures"]:
         raise typer.Exit(1)
 
@@ -116,6 +126,7 @@ def explain(
                                                help="Latent methods: probe scores + chart.")] = False,
     strict: Strict = False,
     resume: Resume = False,
+    shard: Shard = None,
     threshold: Threshold = 0.75,
     steps: Steps = None,
     lr: Lr = None,
@@ -146,7 +157,7 @@ def explain(
                         options=_options(steps, lr, lam, p, alpha, eps, norm, csp_rho, residual, settings),
                         classifier=classifier,
                         weights=weights, decoder=decoder, precision=precision, compile=compile_,
-                        command=command_line(), progress=update)
+                        command=command_line(), shard=shard, progress=update)
     _report(r, "counterfactuals")
 
 
@@ -165,6 +176,7 @@ def animate(
     label: Label = None,
     strict: Strict = False,
     resume: Resume = False,
+    shard: Shard = None,
     threshold: Threshold = 0.75,
     steps: Steps = None,
     lr: Lr = None,
@@ -195,8 +207,22 @@ def animate(
                         options=_options(steps, lr, lam, p, alpha, eps, norm, csp_rho, residual, settings),
                         classifier=classifier,
                         weights=weights, decoder=decoder, precision=precision, compile=compile_,
-                        command=command_line(), progress=update)
+                        command=command_line(), shard=shard, progress=update)
     _report(r, "videos")
+
+
+@app.command("merge")
+@handle_errors
+def merge(
+    out: Annotated[Path, typer.Argument(help="The --out folder the explain/animate --shard I/N runs wrote into.")],
+) -> None:
+    """Combine the parts of --shard I/N explain/animate runs into one metrics.json and failures.json."""
+    from cfe_cli import api
+
+    doc = api.merge(out)
+    n_ok = sum(1 for rec in doc["results"] if rec["valid"])
+    console.print(f"merged {doc['merged_parts']} parts: {len(doc['results'])} explained, {n_ok} valid, "
+                  f"{len(doc['failures'])} failed, {len(doc['skipped'])} skipped -> {doc['metrics_path']}")
 
 
 @app.command("evaluate")
