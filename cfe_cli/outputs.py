@@ -178,6 +178,8 @@ class _Run:
         self.files = RunFiles(folder, {}, part_path(folder, d.rank, d.world) if d.sharded else None)
         self.reserved: dict[str, str] = {}
         self.failures: list[dict[str, Any]] = []
+        self.previous: dict[str, dict[str, Any]] = {}
+        self.order: list[str] = []
         self.resumed = 0
 
     def start(self, items: list[Any]) -> tuple[list[Any], dict[str, dict[str, Any]], list[str]]:
@@ -188,19 +190,22 @@ class _Run:
             clean_stale(self.folder, parts=self.d.comm and not self.resume)
         self.d.barrier()  # no rank writes before rank 0 has cleaned
         self.failures = [{"input": it.input, "error": it.error} for it in items if it.error]
+        self.order = [it.input for it in items]
         warnings = [it.warning for it in items if it.warning]
         good = [it for it in items if it.error is None]
         previous: dict[str, dict[str, Any]] = {}
         if self.resume:
             previous = previous_records(self.folder, self.method, self.video, self.images)
+            self.previous = previous
             self.resumed = sum(1 for it in good if it.input in previous)
-            good = [it for it in good if it.input not in previous]
+            if not self.d.sharded:  # a shard keeps the full list: its batches must not depend on other shards' progress
+                good = [it for it in good if it.input not in previous]
         return good, previous, warnings
 
-    def part_keys(self, items: list[Any]) -> dict[str, Any]:
+    def part_keys(self) -> dict[str, Any]:
         if not self.d.sharded:
             return {}
-        return {"shard": [self.d.rank, self.d.world], "order": [it.input for it in items], "resume": self.resume,
+        return {"shard": [self.d.rank, self.d.world], "order": self.order, "resume": self.resume,
                 "images": self.images, "video": self.video}
 
     def explain_all(self, ex: Any, good: list[Any], tgt: int | None, used: set[str], batch_size: int,
@@ -209,13 +214,18 @@ class _Run:
         from cfe_cli import distributed
 
         d = self.d
-        mine = distributed.my_batches(len(good), batch_size, d)
-        total = len(good) if d.comm or not d.sharded else sum(len(b) for b in mine)
+        mine = [[good[i] for i in b] for b in distributed.my_batches(len(good), batch_size, d)]
+        if d.sharded:  # batches of the full list; a --resume'd shard keeps its done records and runs the rest
+            done = [self.previous[it.input] for b in mine for it in b if it.input in self.previous]
+            self.files.doc["results"].extend(done)
+            mine = [[it for it in b if it.input not in self.previous] for b in mine]
+        n_todo = sum(1 for it in good if it.input not in self.previous)
+        total = n_todo if d.comm or not d.sharded else sum(len(b) for b in mine)
         if progress is not None and d.main:
             progress({"completed": 0, "total": total})
         completed = 0
         for r in range(distributed.rounds(len(good), batch_size, d) if d.comm else len(mine)):
-            batch = [good[i] for i in mine[r]] if r < len(mine) else []
+            batch = mine[r] if r < len(mine) else []
             if batch:
                 _explain_batch(ex, batch, tgt, self, used, self.folder, **kw)
                 self.files.flush()  # updated as batches finish
@@ -228,6 +238,9 @@ class _Run:
         from cfe_cli import distributed
         from cfe_cli.shards import clean_stale, merge
 
+        if self.resume and not self.d.sharded:  # records in input order, however earlier runs were split
+            rank = {name: i for i, name in enumerate(self.order)}
+            self.files.doc["results"].sort(key=lambda r: rank.get(r["input"], len(rank)))
         self.files.flush()
         doc, path = self.files.doc, str(self.files.metrics_path)
         if not self.d.sharded:
@@ -341,12 +354,12 @@ def explain(
     run.files.doc = {"kind": "animate" if video and not images else "explain", "command": command,
                      **_header(ex, method, options, threshold, precision, compile),
                      "results": [] if d.sharded else list(previous.values()), "failures": run.failures,
-                     "skipped": [], **run.part_keys(items)}
+                     "skipped": [], **run.part_keys()}
     used = {r["name"] for r in previous.values()}
     if d.sharded:
         from cfe_cli.shards import reserved_names
 
-        run.reserved = reserved_names(ex, good, tgt, used, batch_size)
+        run.reserved = reserved_names(ex, [it for it in good if it.input not in previous], tgt, used, batch_size)
         used |= set(run.reserved.values())
     run.explain_all(ex, good, tgt, used, batch_size, progress, images=images, video=video, frames=frames, fps=fps,
                     size=size, attributions=attributions)

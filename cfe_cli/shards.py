@@ -56,6 +56,8 @@ def clean_stale(folder: Path, parts: bool) -> None:
             stale.unlink(missing_ok=True)
         for p in part_files(folder) if parts else []:
             p.unlink(missing_ok=True)
+        if parts and not any((folder / "parts").iterdir()):
+            (folder / "parts").rmdir()
 
 
 def reserved_names(ex: Any, good: list[Any], tgt: int | None, used: set[str], batch_size: int) -> dict[str, str]:
@@ -140,8 +142,4 @@ def merge(out: str | Path) -> dict[str, Any]:
     for p in paths:
         p.unlink(missing_ok=True)
     clean_stale(folder, parts=True)
-    try:
-        (folder / "parts").rmdir()
-    except OSError:
-        pass  # something else was put there: leave it
     return {**doc, "metrics_path": str(metrics), "merged_parts": len(paths)}
