@@ -62,6 +62,22 @@ class Dist:
         torch.distributed.all_gather_object(out, obj)
         return out
 
+    def gather_main(self, obj: Any) -> list[Any] | None:
+        """``obj`` of every rank in rank order on rank 0 (None elsewhere); ``[obj]`` without communication."""
+        if not self.comm:
+            return [obj]
+        out: list[Any] | None = [None] * self.world if self.main else None
+        torch.distributed.gather_object(obj, out, dst=0)
+        return out
+
+    def max(self, value: float) -> float:
+        """The largest ``value`` over the ranks."""
+        if not self.comm:
+            return float(value)
+        t = torch.tensor([float(value)], dtype=torch.float64, device=_comm_device())
+        torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
+        return float(t.item())
+
     def broadcast(self, obj: Any) -> Any:
         """Rank 0's ``obj`` on every rank."""
         if not self.comm:

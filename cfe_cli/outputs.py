@@ -174,7 +174,8 @@ class _Run:
     def __init__(self, d: Any, folder: Path, method: str, *, images: bool, video: bool, resume: bool) -> None:
         from cfe_cli.shards import part_path
 
-        self.d, self.folder, self.method, self.images, self.video, self.resume = d, folder, method, images, video, resume
+        self.d, self.folder, self.method, self.resume = d, folder, method, resume
+        self.images, self.video = images, video
         self.files = RunFiles(folder, {}, part_path(folder, d.rank, d.world) if d.sharded else None)
         self.reserved: dict[str, str] = {}
         self.failures: list[dict[str, Any]] = []
@@ -328,9 +329,9 @@ def explain(
 
     Returns:
         ``{"results": [...], "failures": [...], "skipped": [...], "resumed": int, "warnings": [...],
-        "metrics_path": str, "part": bool, "main": bool}``
-        (``part``: a ``--shard`` run's part; ``main``: rank 0); each result is the metrics.json record of one input, each failure
-        and skipped input ``{"input", "error"/"reason"}``.
+        "metrics_path": str, "part": bool, "main": bool}`` (``part``: a ``--shard`` run's part;
+        ``main``: rank 0); each result is the metrics.json record of one input, each failure and
+        skipped input ``{"input", "error"/"reason"}``.
     """
     from cfe_cli import distributed
     from cfe_cli.explainer import Explainer

@@ -142,3 +142,43 @@ def test_killed_rank_resumes_with_another_world_size(tiny_model, one, tmp_path):
     assert records(out) == records(full)
     assert files(out) == files(full)  # every file once, none partial
     assert not list(out.glob(".*.tmp")) and not (out / "parts").exists()
+
+
+def test_torchrun_passes_every_cfe_option_through():
+    """torchrun's parser takes unambiguous prefixes of its own options: no cfe option may be one
+    (evaluate's --n is, hence its spelling --n-per-pair under torchrun)."""
+    import contextlib
+    import io
+
+    import typer
+    from torch.distributed.run import get_args_parser
+
+    parser, cmd = get_args_parser(), typer.main.get_command(app)
+    for name, c in cmd.commands.items():
+        for p in c.params:
+            for flag in [o for o in [*p.opts, *getattr(p, "secondary_opts", [])] if o.startswith("--")]:
+                if flag == "--n":
+                    continue
+                with contextlib.redirect_stderr(io.StringIO()):
+                    ns = parser.parse_args(["--standalone", "--nproc-per-node=2", "-m", "cfe_cli", name, flag, "1"])
+                assert ns.training_script_args == [name, flag, "1"], flag
+
+
+TIMINGS = ("seconds_per_cf", "cf_per_second", "seconds_total", "peak_memory_mb")
+
+
+def test_torchrun_evaluate_equals_one_process(tiny_model, tmp_path):
+    """Rows gathered from 2 ranks, FD/KD/DFD on the gathered features: the 1-process numbers exactly
+    (same batches, same order, so not even float summation order changes on CPU)."""
+    args = dict(methods=["pgd"], pairs="8:3", n=4, batch_size=2, device="cpu", data_dir=need("mnist"),
+                options={"max_steps": 10})
+    one = api.evaluate(tiny_model, out=tmp_path / "one", **args)
+    r = torchrun(["evaluate", "--model", str(tiny_model), "--method", "pgd", "--pairs", "8:3", "--n-per-pair", "4",
+                  "--batch-size", "2", "--steps", "10", "--device", "cpu", "--out", str(tmp_path / "two")])
+    assert r.returncode == 0, r.stderr[-3000:]
+    two = json.loads((tmp_path / "two" / "metrics.json").read_text())
+    assert len(two["rows"]) == len(one["rows"]) == 1
+    for a, b in zip(one["rows"], two["rows"], strict=True):
+        assert {k: v for k, v in a.items() if k not in TIMINGS} == {k: v for k, v in b.items() if k not in TIMINGS}
+    assert two["references"] == one["references"]
+    assert r.stdout.count("evaluate ") == 1  # one table, from rank 0

@@ -232,7 +232,9 @@ def evaluate(
     pairs: Annotated[str, typer.Option("--pairs", help="Comma-separated SOURCE:TARGET pairs, e.g. 8:3,3:8.")],
     method: Annotated[str, typer.Option("--method", help="One or more methods, comma-separated: "
                                         "mirror,attack,pgd.")] = "mirror",
-    n: Annotated[int, typer.Option("--n", help="Images per pair (predicted as the source).")] = 1000,
+    n: Annotated[int, typer.Option("--n", "--n-per-pair", help="Images per pair (predicted as the source); "
+                                   "under torchrun write --n-per-pair (torchrun takes --n for its own --nnodes).")]
+    = 1000,
     split: Annotated[str, typer.Option("--split")] = "test",
     sources: Annotated[str, typer.Option("--sources", help="predicted: every image the classifier predicts as "
                                          "the source; correct: only those whose label is the source too.")]
@@ -291,6 +293,8 @@ def evaluate(
                            decoder=decoder, precision=precision, compile=compile_, fid_weights=fid_weights,
                            lpips_weights=lpips_weights, resume=resume, force=force, command=command_line(),
                            progress=update)
+    if not rank0():  # rank 0 holds the gathered rows and prints them
+        return
     # the terminal shows the headline columns (the rest — L2, sparsity, PSNR, DFD, KD, timings — are in metrics.json)
     cols = [("n", "n", "{}"), ("valid", "Val", "{:.3f}"), ("denoised_valid", "D.Val", "{:.3f}"),
             ("oracle_valid", "O.Val", "{:.3f}"), ("oracle_effnet", "O.Eff", "{:.3f}"),
