@@ -15,7 +15,9 @@ import torch
 import torch.nn.functional as F
 
 from cfe_cli.data import Dataset
+from cfe_cli.distributed import Dist
 from cfe_cli.models.classifiers import GAPClassifier, TrainResult
+from cfe_cli.training import ddp
 
 Progress = Callable[[dict[str, float]], None]
 
@@ -116,7 +118,7 @@ def evaluate_accuracy(model: torch.nn.Module, data: Dataset, batch_size: int = 5
 
 def train_classifier(model: GAPClassifier, train: Dataset, test: Dataset, cfg: ClassifierTrainConfig, *,
                      device: torch.device | str = "cpu", progress: Progress | None = None,
-                     max_steps: int | None = None) -> TrainResult:
+                     max_steps: int | None = None, dist: Dist | None = None) -> TrainResult:
     """Train ``model`` with AdamW + one-cycle LR and batched augmentation; report test accuracy.
 
     Args:
@@ -126,10 +128,14 @@ def train_classifier(model: GAPClassifier, train: Dataset, test: Dataset, cfg: C
         device: where to train.
         progress: called after every step with a dict of counters and running metrics.
         max_steps: stop early after this many steps (tests use it).
+        dist: under torchrun, each rank trains on its slice of every global batch (DDP, global-batch
+            BatchNorm; :mod:`cfe_cli.training.ddp`): the same steps, losses and weights as one process.
     """
+    d = dist or Dist()
     gen = torch.Generator().manual_seed(cfg.seed)
     torch.manual_seed(cfg.seed)
     model.to(device).train()
+    net = ddp.wrap(model, d, torch.device(device))
     n = len(train)
     steps_per_epoch = math.ceil(n / cfg.batch_size)
     total = steps_per_epoch * cfg.epochs if max_steps is None else min(max_steps, steps_per_epoch * cfg.epochs)
@@ -151,10 +157,12 @@ def train_classifier(model: GAPClassifier, train: Dataset, test: Dataset, cfg: C
             if step >= total:
                 break
             idx = perm[i:i + cfg.batch_size]
-            x = augment_batch(images[idx].to(device), cfg.augment, gen)
-            y = labels[idx].to(device)
-            logits = model(x)
-            loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
+            mine = ddp.my_slice(len(idx), d)  # the global batch is augmented whole: the same draws per sample
+            x = augment_batch(images[idx].to(device), cfg.augment, gen)[mine]
+            y = labels[idx].to(device)[mine]
+            logits = net(x)
+            ce = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing) if len(y) else logits.sum() * 0
+            loss = ce * ddp.scale(len(y), len(idx), d)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -162,8 +170,8 @@ def train_classifier(model: GAPClassifier, train: Dataset, test: Dataset, cfg: C
             if ema is not None:
                 ema.update_parameters(model)
             step += 1
-            lv = float(loss.detach())
-            correct = int((logits.detach().argmax(1) == y).sum())
+            lv = ddp.global_mean(ce, len(y), len(idx), d)
+            correct = int(d.sum(int((logits.detach().argmax(1) == y).sum())))
             ep_loss += lv * len(idx)
             ep_correct += correct
             ep_seen += len(idx)
@@ -175,6 +183,7 @@ def train_classifier(model: GAPClassifier, train: Dataset, test: Dataset, cfg: C
             history.append({"epoch": epoch + 1, "loss": ep_loss / ep_seen, "acc": ep_correct / ep_seen})
         if step >= total:
             break
+    ddp.unwrap(model)
     if ema is not None:  # the averaged weights and BN statistics are what gets evaluated and saved
         model.load_state_dict(ema.module.state_dict())
     test_acc = evaluate_accuracy(model, test, device=device)
