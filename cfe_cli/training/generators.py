@@ -147,7 +147,12 @@ def train_gen(
     if config is not None:
         opts = {**read_config_file(config), **opts}
     opts.update(parse_set(settings or []))
-    dev = resolve_device(device)
+    from cfe_cli import distributed
+
+    d = distributed.context()
+    if d.comm and method == "cvae":
+        raise InputError("train-gen --method cvae runs in one process (torchrun: mirror and vae)")
+    dev = resolve_device(distributed.device_name(device, d))
     folder = resolve_model(model)
     _check_outputs(method, classifier, out)
     if method != "mirror" and (opts or init is not None or time_limit is not None):

@@ -206,24 +206,42 @@ class VAETrainConfig:
     seed: int = 0
 
 
-def elbo_terms(vae: torch.nn.Module, x: torch.Tensor,
-               a: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def elbo_terms(vae: torch.nn.Module, x: torch.Tensor, a: torch.Tensor | None = None,
+               eps: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One reparameterised sample: ``z (B, D)``, the summed pixel BCE ``(B,)`` and the KL ``(B,)``.
-    ``a``: the attribute vector of a conditional VAE."""
+    ``a``: the attribute vector of a conditional VAE; ``eps (B, D)``: the noise (default: drawn here)."""
     mu, logvar = vae.encode(x)
-    z = mu + torch.randn_like(mu) * (0.5 * logvar).exp()
+    z = mu + (torch.randn_like(mu) if eps is None else eps) * (0.5 * logvar).exp()
     logits = vae.decode_logits(z) if a is None else vae.decode_logits(z, a)
     rec = F.binary_cross_entropy_with_logits(logits, x, reduction="none").sum(dim=(1, 2, 3))
     kl = 0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar).sum(1)
     return z, rec, kl
 
 
+class _ELBO(torch.nn.Module):
+    """``vae``'s ELBO terms as one forward pass (what DistributedDataParallel wraps)."""
+
+    def __init__(self, vae: torch.nn.Module) -> None:
+        super().__init__()
+        self.vae = vae
+
+    def forward(self, x: torch.Tensor, eps: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return elbo_terms(self.vae, x, eps=eps)
+
+
 def train_vae(vae: torch.nn.Module, train: Dataset, cfg: VAETrainConfig, *, device: torch.device | str = "cpu",
-              progress: Progress | None = None, max_steps: int | None = None) -> list[dict[str, float]]:
-    """Train a :class:`~cfe_cli.models.generators.ConvVAE` with BCE (summed over pixels) + β·KL."""
+              progress: Progress | None = None, max_steps: int | None = None,
+              dist: Dist | None = None) -> list[dict[str, float]]:
+    """Train a :class:`~cfe_cli.models.generators.ConvVAE` with BCE (summed over pixels) + β·KL.
+
+    ``dist``: under torchrun each rank takes its slice of every global batch and of the batch's
+    noise (drawn whole, as one process draws it); see :mod:`cfe_cli.training.ddp`.
+    """
+    d = dist or Dist()
     gen = torch.Generator().manual_seed(cfg.seed)
     torch.manual_seed(cfg.seed)
     vae.to(device).train()
+    net = ddp.wrap(_ELBO(vae), d, torch.device(device))
     opt = torch.optim.Adam(vae.parameters(), lr=cfg.lr)
     n = len(train)
     steps_per_epoch = math.ceil(n / cfg.batch_size)
@@ -238,24 +256,29 @@ def train_vae(vae: torch.nn.Module, train: Dataset, cfg: VAETrainConfig, *, devi
         for i in range(0, n, cfg.batch_size):
             if step >= total:
                 break
-            x = train.images[perm[i:i + cfg.batch_size]].to(device)
-            z, rec, kl = elbo_terms(vae, x)
-            loss = (rec + cfg.beta * kl).mean()
+            idx = perm[i:i + cfg.batch_size]
+            mine = ddp.my_slice(len(idx), d)
+            x = train.images[idx[mine]].to(device)
+            eps = torch.randn(len(idx), vae.config.latent_dim, device=device)[mine] if d.comm else None
+            z, rec, kl = net(x, eps)
+            loss = (rec + cfg.beta * kl).mean() * ddp.scale(len(x), len(idx), d)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             sched.step()
             step += 1
-            s_rec += float(rec.detach().sum())
-            s_kl += float(kl.detach().sum())
-            seen += x.shape[0]
+            rec_sum, kl_sum = d.sum(float(rec.detach().sum())), d.sum(float(kl.detach().sum()))
+            s_rec += rec_sum
+            s_kl += kl_sum
+            seen += len(idx)
             if progress is not None:
-                progress({"completed": step, "total": total, "epoch": epoch + 1, "rec": float(rec.detach().mean()),
-                          "kl": float(kl.detach().mean())})
+                progress({"completed": step, "total": total, "epoch": epoch + 1, "rec": rec_sum / len(idx),
+                          "kl": kl_sum / len(idx)})
         if seen:
             history.append({"epoch": epoch + 1, "rec": s_rec / seen, "kl": s_kl / seen})
         if step >= total:
             break
+    ddp.unwrap(vae)
     vae.eval().cpu()
     return history
 
