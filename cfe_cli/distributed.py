@@ -54,6 +54,14 @@ class Dist:
         torch.distributed.all_reduce(t)
         return float(t.item())
 
+    def sums(self, values: list[float]) -> list[float]:
+        """Element-wise sums of ``values`` over every rank (one collective)."""
+        if not self.comm:
+            return [float(v) for v in values]
+        t = torch.tensor([float(v) for v in values], dtype=torch.float64, device=_comm_device())
+        torch.distributed.all_reduce(t)
+        return t.tolist()
+
     def gather(self, obj: Any) -> list[Any]:
         """``obj`` of every rank, in rank order (``[obj]`` without communication)."""
         if not self.comm:

@@ -14,6 +14,8 @@ Without torchrun every function here is the identity.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -101,3 +103,20 @@ def global_mean(value: torch.Tensor, n_local: int, n_global: int, d: Dist) -> fl
     """The global batch's mean of a quantity whose local mean is ``value`` (for logging)."""
     v = float(value.detach())
     return d.sum(v * n_local) / n_global if d.comm else v
+
+
+def slice_batch(s: dict[str, Any], rows: slice, n: int) -> dict[str, Any]:
+    """This rank's rows of a sampled global batch of ``n``: ``(n, …)`` tensors sliced, ``(2n, …)``
+    ones (two halves of n, e.g. the k and k = 0 passes) sliced in each half, lists item by item."""
+
+    def cut(v: Any) -> Any:
+        if isinstance(v, list):
+            return [cut(t) for t in v]
+        if isinstance(v, torch.Tensor) and v.dim() > 0:
+            if v.shape[0] == n:
+                return v[rows]
+            if v.shape[0] == 2 * n:
+                return torch.cat([v[rows], v[n + rows.start:n + rows.stop]])
+        return v
+
+    return {k: cut(v) for k, v in s.items()}
