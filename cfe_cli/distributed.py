@@ -106,10 +106,11 @@ def launched() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
 
-def context(shard: str | None = None) -> Dist:
+def context(shard: str | None = None, device: str = "auto") -> Dist:
     """This process's :class:`Dist`: ``--shard i/n``, torchrun's ranks, or one process.
 
-    Joins the process group on the first call under torchrun (NCCL on GPU, gloo on CPU).
+    Joins the process group on the first call under torchrun: NCCL when CUDA is present (and
+    ``device`` is not ``cpu``), gloo otherwise.
 
     Raises:
         InputError: a malformed ``shard``, or ``--shard`` inside a torchrun launch.
@@ -125,7 +126,7 @@ def context(shard: str | None = None) -> Dist:
     local = int(os.environ.get("LOCAL_RANK", "0"))
     dist = torch.distributed
     if not dist.is_initialized():
-        if torch.cuda.is_available():
+        if torch.cuda.is_available() and not str(device).startswith("cpu"):
             torch.cuda.set_device(local)
             dist.init_process_group("nccl")
         else:

@@ -160,7 +160,7 @@ def evaluate(
         raise InputError("--compile is for --method mirror (the optimisation methods take --precision bf16)")
     from cfe_cli import distributed
 
-    d = distributed.context()
+    d = distributed.context(device=device)
     folder = make_out_dir(out if out is not None else default_out(model, methods))
     previous = _check_folder(folder, resume, force)
     explainers, data, preds, nets, ref_data = _prepare(

@@ -338,7 +338,7 @@ def explain(
     from cfe_cli.inputs import class_index
 
     _check_video_options(frames, size, video)
-    d = distributed.context(shard)
+    d = distributed.context(shard, device)
     ex = Explainer(model, method, device=distributed.device_name(device, d), threshold=threshold, seed=seed,
                    classifier=classifier, weights=weights, decoder=decoder, precision=precision, compile=compile,
                    **(options or {}))

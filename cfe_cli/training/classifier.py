@@ -59,7 +59,7 @@ def train_clf(
     """
     from cfe_cli import distributed
 
-    d = distributed.context()
+    d = distributed.context(device=device)
     dev = resolve_device(distributed.device_name(device, d))
     if batch_size < d.world or batch_size % d.world:
         raise InputError(f"--batch-size {batch_size} is the global batch: give a multiple of the {d.world} "

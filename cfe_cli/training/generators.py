@@ -149,7 +149,7 @@ def train_gen(
     opts.update(parse_set(settings or []))
     from cfe_cli import distributed
 
-    d = distributed.context()
+    d = distributed.context(device=device)
     if d.comm and method == "cvae":
         raise InputError("train-gen --method cvae runs in one process (torchrun: mirror and vae)")
     dev = resolve_device(distributed.device_name(device, d))
