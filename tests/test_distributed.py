@@ -167,18 +167,35 @@ def test_torchrun_passes_every_cfe_option_through():
 TIMINGS = ("seconds_per_cf", "cf_per_second", "seconds_total", "peak_memory_mb")
 
 
-def test_torchrun_evaluate_equals_one_process(tiny_model, tmp_path):
-    """Rows gathered from 2 ranks, FD/KD/DFD on the gathered features: the 1-process numbers exactly
-    (same batches, same order, so not even float summation order changes on CPU)."""
-    args = dict(methods=["pgd"], pairs="8:3", n=4, batch_size=2, device="cpu", data_dir=need("mnist"),
-                options={"max_steps": 10})
-    one = api.evaluate(tiny_model, out=tmp_path / "one", **args)
-    r = torchrun(["evaluate", "--model", str(tiny_model), "--method", "pgd", "--pairs", "8:3", "--n-per-pair", "4",
-                  "--batch-size", "2", "--steps", "10", "--device", "cpu", "--out", str(tmp_path / "two")])
+def _evaluate_both(model: Path, tmp_path: Path, realism: bool) -> tuple[dict, dict, str]:
+    one = api.evaluate(model, out=tmp_path / "one", methods=["pgd"], pairs="8:3", n=4, batch_size=2, device="cpu",
+                       data_dir=need("mnist"), options={"max_steps": 10}, realism=realism)
+    r = torchrun(["evaluate", "--model", str(model), "--method", "pgd", "--pairs", "8:3", "--n-per-pair", "4",
+                  "--batch-size", "2", "--steps", "10", "--device", "cpu", "--out", str(tmp_path / "two"),
+                  "--realism" if realism else "--no-realism"])
     assert r.returncode == 0, r.stderr[-3000:]
-    two = json.loads((tmp_path / "two" / "metrics.json").read_text())
+    return one, json.loads((tmp_path / "two" / "metrics.json").read_text()), r.stdout
+
+
+def _same_rows(one: dict, two: dict) -> None:
+    """Every number but the timings equal: the batches, their order and the reductions are the
+    1-process ones, so on CPU not even the float summation order changes (tolerance 0)."""
     assert len(two["rows"]) == len(one["rows"]) == 1
     for a, b in zip(one["rows"], two["rows"], strict=True):
         assert {k: v for k, v in a.items() if k not in TIMINGS} == {k: v for k, v in b.items() if k not in TIMINGS}
+
+
+def test_torchrun_evaluate_equals_one_process(tiny_model, tmp_path):
+    one, two, stdout = _evaluate_both(tiny_model, tmp_path, realism=False)
+    _same_rows(one, two)
+    assert stdout.count("evaluate ") == 1  # one table, from rank 0
+
+
+@pytest.mark.slow
+def test_torchrun_evaluate_realism_on_gathered_features(tiny_model, tmp_path):
+    """FD/KD/DFD of EfficientNet-Lite0 features computed once on every rank's counterfactuals."""
+    pytest.importorskip("efficientnet_lite_pytorch")
+    one, two, _ = _evaluate_both(tiny_model, tmp_path, realism=True)
+    assert one["rows"][0]["fd_effnetlite0"] is not None
+    _same_rows(one, two)
     assert two["references"] == one["references"]
-    assert r.stdout.count("evaluate ") == 1  # one table, from rank 0
