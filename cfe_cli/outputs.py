@@ -201,6 +201,7 @@ class _Run:
             self.resumed = sum(1 for it in good if it.input in previous)
             if not self.d.sharded:  # a shard keeps the full list: its batches must not depend on other shards' progress
                 good = [it for it in good if it.input not in previous]
+        self.d.barrier()  # every rank has read the earlier parts before any rank rewrites its own
         return good, previous, warnings
 
     def part_keys(self) -> dict[str, Any]:

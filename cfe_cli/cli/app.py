@@ -26,8 +26,8 @@ from cfe_cli.errors import CfeError, InputError
 
 # `cfe --help` lists the commands in the order a new user needs them: look around, predict, explain,
 # then train. Commands not named here follow in registration order.
-COMMAND_ORDER = ("models", "datasets", "predict", "explain", "animate", "evaluate", "methods", "report", "train-clf",
-                 "train-gen", "merge")
+COMMAND_ORDER = ("models", "datasets", "predict", "explain", "animate", "evaluate", "merge", "methods", "report",
+                 "train-clf", "train-gen")
 
 
 class TaskOrderGroup(TyperGroup):
