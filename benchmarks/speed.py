@@ -1,7 +1,13 @@
 """Speed benchmark: counterfactuals per second against batch size, peak memory, video render time.
 
     python benchmarks/speed.py --model mnist --methods mirror,attack,pgd --batch-sizes 1,16,64,256 \
-        [--device cpu|cuda] [--n 512] [--precision fp32|bf16] [--compile] [--json out/speed.json]
+        [--device cpu|cuda] [--n 512] [--precision auto|fp32|bf16] [--compile] [--sweep-check 512] \
+        [--json out/speed.json]
+
+Prints the machine first (CPU kernel level and native bf16 units, torch threads) and, after the
+runs, the ratios that carry across machines: Mirror-CFE ÷ PGD and ÷ attack CF/s in the same run.
+``--sweep-check N`` also decodes the whole 100-point path of the first N inputs and reports how
+often the search's 1st-CFE index equals the exhaustive sweep's.
 
 Runs on test images of the model's dataset (``$CFE_DATA_DIR``), target = runner-up class.
 Mirror-CFE is timed for the whole explanation (features, reflection, 1st-CFE search);
@@ -30,7 +36,25 @@ def _sync(dev: torch.device) -> None:
         torch.cuda.synchronize(dev)
 
 
-def bench(model: str, method: str, batch_sizes: list[int], n: int, device: str, precision: str = "fp32",
+def machine() -> dict:
+    """The machine in the terms that decide speed: CPU kernel level, bf16 units, threads."""
+    from cfe_cli.precision import cpu_description
+
+    name = next((ln.split(":", 1)[1].strip() for ln in _cpuinfo().splitlines() if ln.startswith("model name")),
+                platform.processor() or platform.machine())
+    return {"cpu": name, "cpu_capability": cpu_description(), "torch": torch.__version__,
+            "threads": torch.get_num_threads(), "interop_threads": torch.get_num_interop_threads(),
+            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+
+
+def _cpuinfo() -> str:
+    try:
+        return Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return ""
+
+
+def bench(model: str, method: str, batch_sizes: list[int], n: int, device: str, precision: str = "auto",
           compile: bool = False) -> list[dict]:
     t0 = time.perf_counter()
     ex = api.Explainer(model, method, device=device, precision=precision, compile=compile and method == "mirror")
@@ -45,11 +69,12 @@ def bench(model: str, method: str, batch_sizes: list[int], n: int, device: str, 
         if ex.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(ex.device)
         _sync(ex.device)
-        t0, done, valid = time.perf_counter(), 0, 0
+        t0, done, valid, steps = time.perf_counter(), 0, 0, 0.0
         for i in range(0, len(x_all) - bs + 1, bs):
             x = x_all[i:i + bs].to(ex.device)
             res = ex.run(x, None)
             valid += int(res.found.sum())
+            steps += float(res.steps.float().sum()) if res.steps is not None else 0.0
             done += len(x)
         _sync(ex.device)
         sec = time.perf_counter() - t0
@@ -57,10 +82,43 @@ def bench(model: str, method: str, batch_sizes: list[int], n: int, device: str, 
                else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
         rows.append({"method": method, "batch_size": bs, "n": done, "seconds": round(sec, 3),
                      "cf_per_second": round(done / sec, 1), "validity": round(valid / max(done, 1), 4),
-                     "peak_memory_mb": round(mem, 1), "device": str(ex.device), "precision": precision,
+                     f"{ex.impl.steps_name}_per_input": round(steps / max(done, 1), 2),
+                     "peak_memory_mb": round(mem, 1), "device": str(ex.device), "precision": ex.precision,
                      "compile": compile and method == "mirror"})
         print(json.dumps(rows[-1]), flush=True)
     return rows
+
+
+def ratios(rows: list[dict]) -> list[dict]:
+    """Mirror-CFE's CF/s ÷ each other method's, per batch size, from the same run."""
+    out = []
+    by = {(r["method"], r["batch_size"]): r["cf_per_second"] for r in rows}
+    for (m, bs), v in by.items():
+        if m != "mirror" and ("mirror", bs) in by:
+            out.append({"batch_size": bs, "ratio": f"mirror/{m}", "value": round(by[("mirror", bs)] / v, 2)})
+    return out
+
+
+@torch.inference_mode()
+def sweep_check(model: str, n: int, device: str, precision: str = "auto") -> dict:
+    """How often the search's 1st-CFE index equals the exhaustive 100-point sweep's (first ``n`` inputs)."""
+    ex = api.Explainer(model, "mirror", device=device, precision=precision)
+    m = ex.mirror
+    data = load_dataset(ex.clf.info["dataset"], "test", size=ex.clf.config.resolution)
+    same = total = 0
+    for i in range(0, n, 32):
+        x = data.images[i:min(i + 32, n)].to(ex.device)
+        prep = m.prepare(x)
+        found = m.first_cfe(prep)["index"]
+        pred = m.sweep(prep, 100)["predicted"].argmax(-1)  # (B, 100)
+        hit = pred == prep["target"][:, None]
+        hit[:, 0] = False  # k = 0 is the source itself
+        exhaustive = torch.where(hit.any(1), hit.float().argmax(1).long(), torch.full_like(found, -1))
+        same += int((exhaustive == found).sum())
+        total += len(x)
+    out = {"sweep_check_n": total, "same_index_as_exhaustive": round(same / max(total, 1), 4)}
+    print(json.dumps(out), flush=True)
+    return out
 
 
 def video(model: str, device: str) -> dict:
@@ -99,17 +157,23 @@ def main() -> None:
     ap.add_argument("--batch-sizes", default="1,16,64,256")
     ap.add_argument("--n", type=int, default=512)
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
+    ap.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"])
     ap.add_argument("--compile", action="store_true", help="torch.compile Mirror-CFE's decoder and classifier")
     ap.add_argument("--no-video", action="store_true")
+    ap.add_argument("--sweep-check", type=int, default=0, help="inputs whose search is checked against the sweep")
     ap.add_argument("--json", default=None)
     a = ap.parse_args()
+    info = machine()
+    print(json.dumps({"machine": info}), flush=True)
     rows = []
     for m in a.methods.split(","):
         rows += bench(a.model, m, [int(b) for b in a.batch_sizes.split(",")], a.n, a.device, a.precision, a.compile)
+    rat = ratios(rows)
+    for r in rat:
+        print(json.dumps(r), flush=True)
+    check = sweep_check(a.model, a.sweep_check, a.device, a.precision) if a.sweep_check else None
     vid = None if a.no_video else video(a.model, a.device)
-    doc = {"machine": f"{platform.machine()} {platform.processor()} torch threads {torch.get_num_threads()}",
-           "torch": torch.__version__, "rows": rows, "video": vid}
+    doc = {"machine": info, "rows": rows, "ratios": rat, "sweep_check": check, "video": vid}
     if a.json:
         Path(a.json).parent.mkdir(parents=True, exist_ok=True)
         Path(a.json).write_text(json.dumps(doc, indent=2))

@@ -3,7 +3,8 @@
 Every function takes plain arguments (or tensors), returns data, and never prints;
 errors are :class:`cfe_cli.errors.CfeError` subclasses. The work is done in
 :mod:`cfe_cli.explainer` (one classifier + one registered method), :mod:`cfe_cli.outputs`
-(explain's files), :mod:`cfe_cli.evaluation` (the metrics protocol) and
+(explain's files), :mod:`cfe_cli.evaluation` (the metrics protocol), :mod:`cfe_cli.report`
+(the HTML gallery of runs) and
 :mod:`cfe_cli.training` (train-clf / train-gen jobs).
 
 Example:
@@ -24,18 +25,19 @@ from cfe_cli.evaluation import evaluate
 from cfe_cli.explainer import Explainer
 from cfe_cli.methods import available_methods, get_method
 from cfe_cli.models.classifiers import predict_probs
+from cfe_cli.models.importing import import_model
 from cfe_cli.models.weights import LoadedClassifier, list_models, load_classifier, resolve_model
 from cfe_cli.outputs import explain
 from cfe_cli.predicting import predict_inputs
+from cfe_cli.report import write_report as report
 from cfe_cli.runtime import resolve_device
 from cfe_cli.shards import merge
 from cfe_cli.training.classifier import train_clf
 from cfe_cli.training.generators import train_gen
 
 __all__ = [
-    "Explainer", "datasets", "evaluate", "explain", "load_dataset", "load_model", "merge", "methods", "models",
-    "predict",
-    "predict_inputs", "resolve_model", "train_clf", "train_gen",
+    "Explainer", "datasets", "evaluate", "explain", "import_model", "load_dataset", "load_model", "merge", "methods",
+    "models", "predict", "predict_inputs", "report", "resolve_model", "train_clf", "train_gen",
 ]  # fmt: skip
 
 

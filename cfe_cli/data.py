@@ -9,10 +9,11 @@ Dataset names:
     ``bloodmnist``: the MedMNIST ``bloodmnist.npz`` layout.
     ``celeba:<Attribute>``: ``img_align_celeba/`` + ``list_attr_celeba.txt``
         (+ ``list_eval_partition.txt``), one binary task per attribute.
-    ``folder:<path>``: any image folder with one sub-folder per class (optionally inside
-        ``train/`` and ``test/``).
+    ``folder:<path>``: your own images, ``PATH/{train,val,test}/<class>/*.png`` or
+        ``PATH/<class>/*.png`` (layout, class order and path lookup: :mod:`cfe_cli.folders`).
 
-A reference ``DATASET:SPLIT:INDEX`` (e.g. ``mnist:test:12``) names one image of a split.
+A reference ``DATASET:SPLIT:INDEX`` (e.g. ``mnist:test:12``, ``folder:/data/cells:test:3``) names one
+image of a split.
 """
 
 from __future__ import annotations
@@ -225,33 +226,6 @@ def _load_celeba(root: Path, name: str, split: str, size: int) -> Dataset:
     return Dataset(name, split, _to_tensor(images), labels, list(classes), attrs, names)
 
 
-def _folder_classes(root: Path) -> list[str]:
-    return sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-
-
-def _load_folder(name: str, split: str, channels: int | None, size: int | None) -> Dataset:
-    root = Path(name.split(":", 1)[1]).expanduser()
-    if not root.is_dir():
-        raise DataError(f"image folder not found: {root}")
-    base = root / split if (root / "train").is_dir() and (root / split).is_dir() else root
-    classes = _folder_classes(base)
-    if not classes:
-        raise DataError(f"{base} has no class sub-folders")
-    files: list[tuple[Path, int]] = []
-    for label, cls in enumerate(classes):
-        files += [(p, label) for p in sorted((base / cls).rglob("*")) if p.suffix.lower() in IMAGE_SUFFIXES]
-    if base is root and split != "all":
-        # No train/test folders: a fixed 80/20 split (every 5th file is test).
-        files = [f for i, f in enumerate(files) if (i % 5 == 4) == (split == "test")]
-    if not files:
-        raise DataError(f"no images found for split '{split}' in {base}")
-    first = load_image(files[0][0], channels=channels, size=size)
-    c, h, _ = first.shape
-    images = torch.stack([load_image(p, channels=c, size=size or h) for p, _ in files])
-    labels = torch.tensor([lbl for _, lbl in files], dtype=torch.long)
-    return Dataset(name, split, images, labels, classes)
-
-
 def load_dataset(
     name: str,
     split: str = "train",
@@ -266,7 +240,8 @@ def load_dataset(
         name: ``mnist``, ``fashion-mnist``, ``bloodmnist``, ``celeba:<Attribute>`` or
             ``folder:<path>``.
         split: ``train``, ``val`` (bloodmnist, celeba) or ``test``.
-        root: data directory; default ``$CFE_DATA_DIR``. Unused for ``folder:``.
+        root: data directory; default ``$CFE_DATA_DIR``. For ``folder:`` a relative path is
+            looked up under it (when given), then the current folder, then ``$CFE_DATA_DIR``.
         size: output resolution for CelebA (default 64) and image folders.
         channels: force 1 or 3 channels for image folders.
 
@@ -279,12 +254,16 @@ def load_dataset(
         (torch.Size([2000, 1, 28, 28]), ['0', '1', '2'])
     """
     if name.startswith("folder:"):
-        return _load_folder(name, split, channels, size)
+        from cfe_cli.folders import load_folder
+
+        return load_folder(name, split, data_dir=root, channels=channels, size=size)  # type: ignore[no-any-return]
     base = name.split(":", 1)[0]
     if base not in BUILTIN:
-        close = closest_name(base, list(BUILTIN) + ["folder"])
+        close = closest_name(base, list(BUILTIN))
         hint = f" (did you mean {close}?)" if close else ""
-        raise InputError(f"unknown dataset '{name}'{hint}; known: {', '.join(BUILTIN)}, folder:PATH")
+        raise InputError(f"unknown dataset '{name}'{hint}; known: {', '.join(BUILTIN)}; your own image folder is "
+                         f"folder:PATH (e.g. folder:{name}:{split}:0, PATH absolute or relative to --data-dir "
+                         "or the current folder)")
     top = data_dir(root)
     folder = top / base
     if not folder.is_dir():
@@ -324,7 +303,17 @@ def dataset_summary(root: str | os.PathLike[str] | None = None) -> list[dict[str
             counts = {s: ids.count(str(v)) for s, v in CELEBA_SPLITS.items()}
         out.append({"name": "celeba", "path": str(top / "celeba"), "classes": 2, "splits": counts,
                     "tasks": "celeba:<Attribute>, e.g. celeba:Mouth_Slightly_Open, celeba:Smiling"})
-    return out
+    return out + _folder_datasets(top)
+
+
+def _folder_datasets(top: Path) -> list[dict[str, object]]:
+    """The data directory itself, or its sub-folders, when laid out as image-folder datasets."""
+    from cfe_cli.folders import folder_summary, is_folder_dataset
+
+    if is_folder_dataset(top):
+        return [folder_summary(top, f"folder:{top.resolve()}")]
+    return [folder_summary(d, f"folder:{d.name}") for d in sorted(top.iterdir())
+            if d.name not in BUILTIN and not d.name.startswith(".") and is_folder_dataset(d)]
 
 
 # ----------------------------------------------------------------------------- images
@@ -413,6 +402,7 @@ def image_tensor(img: Image.Image, *, channels: int | None = None, size: int | N
 
 
 REFERENCE = re.compile(r"^(?P<ds>[A-Za-z][\w-]*(?::[A-Za-z_0-9]+)?):(?P<split>train|val|test):(?P<idx>-?\d+)$")
+FOLDER_REFERENCE = re.compile(r"^(?P<ds>folder:.+):(?P<split>train|val|test):(?P<idx>-?\d+)$")
 
 
 @dataclass(frozen=True)
@@ -425,8 +415,9 @@ class Reference:
 
 
 def parse_reference(text: str) -> Reference | None:
-    """Parse ``DATASET:SPLIT:INDEX`` (``celeba:Smiling:test:3`` too); ``None`` if not one."""
-    m = REFERENCE.match(text)
+    """Parse ``DATASET:SPLIT:INDEX`` (``celeba:Smiling:test:3``, ``folder:/any/path:test:3`` too); ``None``
+    if not one."""
+    m = FOLDER_REFERENCE.match(text) or REFERENCE.match(text)
     if m is None:
         return None
     return Reference(m["ds"], m["split"], int(m["idx"]))

@@ -26,6 +26,7 @@ from cfe_cli.explainer import Explainer
 from cfe_cli.files import out_dir as make_out_dir
 from cfe_cli.files import write_json
 from cfe_cli.image_scores import fid_sha, image_metrics, realism_references, reference_split
+from cfe_cli.legend import NOTES
 from cfe_cli.methods import split_options
 from cfe_cli.models.loading import channels_last, load_any_classifier
 from cfe_cli.models.weights import load_classifier, resolve_model
@@ -33,31 +34,6 @@ from cfe_cli.results import CounterfactualResult
 from cfe_cli.runtime import resolve_device
 
 Progress = Callable[[dict[str, Any]], None]
-
-NOTES = {"denoised_valid": "validity after a 5x5 Gaussian blur, sigma 1",
-         "l2": "root-mean-square pixel difference", "sparsity": "share of pixels changed by > 0.05",
-         "fd_effnetlite0": "Frechet distance of EfficientNet-Lite0 ImageNet features (1280-d, 224 px) "
-                           "between counterfactuals and real test images of the target class; not "
-                           "comparable to published FID (Inception-v3)",
-         "dfd_effnetlite0": "unlearned deep-feature distance on EfficientNet-Lite0 stages; not LPIPS",
-         "oracle_effnet": "share of counterfactuals that a linear probe on EfficientNet-Lite0 features of real "
-                          "training images (oracle_effnet.safetensors) labels as the target; oracle_effnet_real: the "
-                          "same for the real target test images",
-         "references": "the scale of fd_effnetlite0 per pair, against the same real target images: "
-                       "fd_inputs = the unchanged inputs (a counterfactual that changed nothing), "
-                       "fd_real = as many other real target images from another split (what a "
-                       "perfect generator would score at this set size)",
-         "fid": "FID: Frechet distance of Inception-v3 (2015-12-05, the user's sha256-checked "
-                "file) pool features between counterfactuals and real test images of the target "
-                "class; small sets bias it upwards, compare equal set sizes only",
-         "lpips": "LPIPS-Alex v0.1 between source and counterfactual (the user's AlexNet file, "
-                  "sha256-checked; images under 64 px resized to 64)",
-         "fva_dlib": "share of counterfactuals whose dlib face descriptor stays within 0.6 (dlib's "
-                     "same-person distance) of its source's (faces only, cfe[faces])",
-         "identity_distance_dlib": "mean dlib descriptor distance between source and counterfactual",
-         "source_correct": "share of the row's sources whose label is the source class (the "
-                           "rest are misclassified test images predicted as the source)",
-         "steps": "engine steps to the threshold (optimisation methods) or decoder passes (mirror)"}
 
 
 @dataclass
@@ -123,7 +99,7 @@ def evaluate(
     realism: bool = True,
     cout_steps: int = 20,
     options: dict[str, Any] | None = None,
-    precision: str = "fp32",
+    precision: str = "auto",
     compile: bool = False,
     seed: int = 0,
     global_attributions: bool = False,
@@ -282,7 +258,7 @@ def _header(ex0: Explainer, explainers: list[Explainer], nets: _Nets, dataset: s
            "options": {k: (list(v) if isinstance(v, tuple) else v) for k, v in (options or {}).items()
                        if v is not None},
            "device": str(dev), "oracle": nets.oracle is not None,
-           "precision": precision, "compile": compile,
+           **ex0.precision_info.as_record(), "compile": compile,
            "realism": "effnetlite0" if nets.feats is not None else None,
            "oracle_effnet": nets.probe is not None,
            "identity": "dlib face_recognition_resnet_model_v1" if nets.faces is not None else None,
@@ -391,6 +367,8 @@ def _evaluate_method(ex: Explainer, pair: _Pair, nets: _Nets, classes: list[str]
     every batch's per-sample scores and counterfactuals, in batch order, and summarises them as one
     process does (other ranks return no rows).
     """
+    from cfe_cli import render
+
     s, t, dev = pair.s, pair.t, ex.device
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
@@ -418,13 +396,18 @@ def _evaluate_method(ex: Explainer, pair: _Pair, nets: _Nets, classes: list[str]
     row["fail_pct"] = round(M.fail_rate(found_all), 3)
     row["seconds_total"] = round(seconds, 3)
     row["peak_memory_mb"] = M.peak_memory_mb(dev)
-    image_metrics(row, nets, pair, torch.cat([p["cf"] for p in parts]))
+    cfs = torch.cat([p["cf"] for p in parts])
+    refls = torch.cat([p["refl"] for p in parts]) if ex.impl.second_name == "reflection" else None
+    grid = [pair.x_all[:8], cfs[:8]] + ([refls[:8]] if refls is not None else [])  # for the report
+    grid_png = out_dir / _file_name(f"grid_{ex.method}_{classes[s]}_to_{classes[t]}")
+    row["grid_path"] = str(render.image_grid(grid, grid_png, marked=~found_all[:8]))
+    image_metrics(row, nets, pair, cfs)
     rows = [row]
     if ex.impl.second_name == "reflection":
         scored_r = {k: [p["scored_r"][k] for p in parts] for k in parts[0]["scored_r"]}
         rrow = _summarise("mirror@reflection", classes[s], classes[t], scored_r, len(pair.idx), gen_seconds, steps)
         rrow["source_correct"] = pair.source_correct
-        image_metrics(rrow, nets, pair, torch.cat([p["refl"] for p in parts]))
+        image_metrics(rrow, nets, pair, refls)
         rows.append(rrow)
     return rows, g
 
@@ -500,12 +483,17 @@ def _global_ranking(ex: Any, s: str, t: str, local: torch.Tensor, out_dir: Path)
     else:
         g, sd = [0.0] * len(names), [0.0] * len(names)
     order = sorted(range(len(names)), key=lambda i: -abs(g[i]))
-    chart = out_dir / f"global_{ex.method}_{s}_to_{t}.png".replace(" ", "_")
+    chart = out_dir / _file_name(f"global_{ex.method}_{s}_to_{t}")
     bar_chart(names, g, f"{ex.method}: {s} -> {t}, global attribution (n={len(local)})", chart, top=12)
     return {"method": ex.method, "pair": f"{s}:{t}", "n": len(local), "chart": str(chart),
             "ranking": [{"name": names[i], "score": round(g[i], 5), "std": round(sd[i], 5),
                          "probe_accuracy": round(float(ex.probes.accuracy[i]), 4)}  # type: ignore[union-attr]
                         for i in order]}
+
+
+def _file_name(stem: str) -> str:
+    """A PNG name from class names: spaces become "_", "/" (no file system takes it) "-"."""
+    return stem.replace(" ", "_").replace("/", "-") + ".png"
 
 
 def _summarise(method: str, s: str, t: str, scored: dict[str, list[torch.Tensor]], n: int, gen_seconds: float,

@@ -14,10 +14,9 @@ from cfe_cli.errors import InputError
 from cfe_cli.methods import Method, Setup, get_method
 from cfe_cli.models.loading import channels_last, load_any_classifier
 from cfe_cli.models.weights import LoadedClassifier, resolve_model
+from cfe_cli.precision import resolve as resolve_precision
 from cfe_cli.results import CounterfactualResult
 from cfe_cli.runtime import resolve_device
-
-PRECISIONS = ("fp32", "bf16")
 
 
 class Explainer:
@@ -28,9 +27,11 @@ class Explainer:
         options: the method's config fields (``lr``, ``max_steps``, ``lam``, ``eps`` …); a field
             the method does not have is an InputError naming the methods that take it;
         threshold: target probability the optimisation methods stop at;
-        precision: ``"fp32"`` (exact) or ``"bf16"`` — Mirror-CFE decodes in bfloat16, the
-            optimisation methods autocast their forward passes to bfloat16; every reported
-            verdict is the classifier's float32 prediction on the returned image;
+        precision: ``"auto"`` (default: bf16 where the device runs it natively, else fp32;
+            :mod:`cfe_cli.precision`), ``"fp32"`` (exact) or ``"bf16"`` — Mirror-CFE decodes in
+            bfloat16, the optimisation methods autocast their forward passes to bfloat16; every
+            reported verdict is the classifier's float32 prediction on the returned image.
+            ``self.precision`` is the one used, ``self.precision_info`` says why;
         compile: Mirror-CFE only: ``torch.compile`` the decoder and classifier (one
             compilation of ~40-60 s on CPU, then faster passes, same results);
         classifier, weights, decoder: a user's own classifier and its Mirror-CFE decoder.
@@ -43,16 +44,14 @@ class Explainer:
     def __init__(self, model: str | os.PathLike[str] | LoadedClassifier, method: str = "mirror", *,
                  device: str = "auto", threshold: float = 0.75, seed: int = 0, classifier: str | None = None,
                  weights: str | os.PathLike[str] | None = None, decoder: str | os.PathLike[str] | None = None,
-                 precision: str = "fp32", compile: bool = False, folder: os.PathLike[str] | None = None,
+                 precision: str = "auto", compile: bool = False, folder: os.PathLike[str] | None = None,
                  **options: Any) -> None:
         cls = get_method(method)
         config = cls.make_config(options)
-        if precision not in PRECISIONS:
-            raise InputError(f"unknown precision '{precision}'; available: {', '.join(PRECISIONS)}")
         if compile and not cls.supports_compile:
             raise InputError("--compile is for --method mirror (the optimisation methods take --precision bf16)")
         self.method = method
-        self.precision = precision
+        self.compiled = compile
         self.threshold = threshold
         self.seed = seed
         self.config = config
@@ -66,6 +65,8 @@ class Explainer:
             self.clf = load_any_classifier(self.folder, self.device, classifier, weights)
             channels_last(self.clf.model)
         self.classes = self.clf.classes
+        self.precision_info = resolve_precision(precision, self.device)
+        self.precision = precision = self.precision_info.name
         setup = Setup(self.folder, self.clf, self.device, threshold=threshold, precision=precision,
                       compile=compile, seed=seed, decoder=decoder)
         self.impl: Method = cls.load(setup, config)

@@ -12,7 +12,16 @@ from pathlib import Path
 
 import torch
 
-from cfe_cli.data import IMAGE_SUFFIXES, Dataset, closest_name, image_tensor, load_dataset, open_image, parse_reference
+from cfe_cli.data import (
+    BUILTIN,
+    IMAGE_SUFFIXES,
+    Dataset,
+    closest_name,
+    image_tensor,
+    load_dataset,
+    open_image,
+    parse_reference,
+)
 from cfe_cli.errors import CfeError, InputError
 
 
@@ -71,6 +80,17 @@ def _fit_image(path: Path, channels: int, resolution: int, strict: bool) -> tupl
     return x, warning
 
 
+def _check_dataset_name(dataset: str, raw: str) -> None:
+    """An unknown DATASET in DATASET:SPLIT:INDEX: say the folder form that works for this very input."""
+    base = dataset.split(":", 1)[0]
+    if dataset.startswith("folder:") or base in BUILTIN:
+        return
+    close = closest_name(base, list(BUILTIN))
+    hint = f" (did you mean {close}?)" if close else ""
+    raise InputError(f"unknown dataset '{base}'{hint}; known: {', '.join(BUILTIN)}; for your own image folder write "
+                     f"folder:{raw} (the path absolute, or relative to --data-dir or the current folder)")
+
+
 def resolve_inputs(inputs: list[str], *, channels: int, resolution: int, data_dir: str | os.PathLike[str] | None,
                    classes: list[str], label: str | None = None, strict: bool = False) -> list[Item]:
     """Expand INPUT arguments into items, one per image.
@@ -92,6 +112,7 @@ def resolve_inputs(inputs: list[str], *, channels: int, resolution: int, data_di
         if ref is not None and not path.exists():
             item = Item(raw, f"no{ref.index}")
             try:
+                _check_dataset_name(ref.dataset, raw)
                 key = (ref.dataset, ref.split)
                 if key not in cache:
                     cache[key] = load_dataset(ref.dataset, ref.split, root=data_dir, size=resolution)
@@ -108,6 +129,10 @@ def resolve_inputs(inputs: list[str], *, channels: int, resolution: int, data_di
             except CfeError as e:
                 item.error = str(e)
             items.append(item)
+            continue
+        if raw.startswith("folder:") and not path.exists():
+            items.append(Item(raw, "folder", error=f"{raw}: an input from an image folder is folder:PATH:SPLIT:INDEX "
+                              f"(e.g. {raw}:test:0); to explain every image of a folder pass the folder itself"))
             continue
         if path.is_dir():
             files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)

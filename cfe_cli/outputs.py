@@ -294,7 +294,7 @@ def explain(
     threshold: float = 0.75,
     seed: int = 0,
     options: dict[str, Any] | None = None,
-    precision: str = "fp32",
+    precision: str = "auto",
     compile: bool = False,
     resume: bool = False,
     classifier: str | None = None,
@@ -353,8 +353,9 @@ def explain(
                            data_dir=data_dir, classes=classes, label=label, strict=strict)
     run = _Run(d, folder, method, images=images, video=video, resume=resume)
     good, previous, warnings = run.start(items)
+    warnings += run_notes(ex, sum(1 for it in good if it.input not in previous))
     run.files.doc = {"kind": "animate" if video and not images else "explain", "command": command,
-                     **_header(ex, method, options, threshold, precision, compile),
+                     **_header(ex, method, options, threshold, compile),
                      "results": [] if d.sharded else list(previous.values()), "failures": run.failures,
                      "skipped": [], **run.part_keys()}
     used = {r["name"] for r in previous.values()}
@@ -365,7 +366,27 @@ def explain(
         used |= set(run.reserved.values())
     run.explain_all(ex, good, tgt, used, batch_size, progress, images=images, video=video, frames=frames, fps=fps,
                     size=size, attributions=attributions)
-    return run.finish(warnings)
+    return {**run.finish(warnings), "precision": precision_line(ex)}
+
+
+COMPILE_SECONDS = 60  # torch.compile's one-off cost on CPU for Mirror-CFE's decoder + classifier (40-60 s measured)
+
+
+def precision_line(ex: Any) -> str:
+    """One line: the precision the run used and why (``--precision auto`` picks per machine)."""
+    p = ex.precision_info
+    return f"precision {p.name} ({p.asked}: {p.reason})"
+
+
+def run_notes(ex: Any, n_inputs: int, *, rate: float = 60.0) -> list[str]:
+    """Warnings about the run's speed settings: bf16 emulated on this CPU, or --compile on a run too
+    short to repay its compilation (``rate``: Mirror-CFE's uncompiled CF/s on a small CPU)."""
+    notes = [ex.precision_info.warning] if ex.precision_info.warning else []
+    if getattr(ex, "compiled", False) and ex.device.type == "cpu" and n_inputs / rate < 3 * COMPILE_SECONDS:
+        notes.append(f"--compile costs one compilation of ~{COMPILE_SECONDS} s on CPU and then saves ~25 % per "
+                     f"pass; {n_inputs} inputs take ~{max(1, round(n_inputs / rate))} s without it, so it "
+                     f"repays only on runs of ~{int(3 * COMPILE_SECONDS * rate):,}+ inputs")
+    return notes
 
 
 def resolve_inputs(inputs: list[str], **kw: Any) -> list[Any]:
@@ -378,13 +399,13 @@ def resolve_inputs(inputs: list[str], **kw: Any) -> list[Any]:
     return items
 
 
-def _header(ex: Any, method: str, options: dict[str, Any] | None, threshold: float, precision: str,
+def _header(ex: Any, method: str, options: dict[str, Any] | None, threshold: float,
             compile: bool) -> dict[str, Any]:
     """The keys of metrics.json that describe the run (model, method, options, rule, device)."""
     return {"model": str(ex.folder), "model_name": ex.folder.name, "method": method,
             "options": {k: _jsonable(v) for k, v in (options or {}).items() if v is not None},
             "validity_rule": ex.impl.validity_rule, **({"threshold": threshold} if ex.uses_threshold else {}),
-            "classes": ex.classes, "device": str(ex.device), "precision": precision, "compile": compile}
+            "classes": ex.classes, "device": str(ex.device), **ex.precision_info.as_record(), "compile": compile}
 
 
 def _jsonable(v: Any) -> Any:

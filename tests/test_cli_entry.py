@@ -31,7 +31,7 @@ def test_help_lists_commands_in_task_order():
     listed = re.findall(r"^\W*([a-z][a-z-]+)\s{2,}\S", r.stdout, flags=re.M)
     names = [n for n in listed if n in app_commands()]
     assert names == [c for c in COMMAND_ORDER if c in app_commands()]
-    assert names[:6] == ["models", "datasets", "predict", "explain", "animate", "evaluate"]
+    assert names[:7] == ["models", "datasets", "import-model", "predict", "explain", "animate", "evaluate"]
     assert names[-2:] == ["train-clf", "train-gen"]
 
 

@@ -12,12 +12,14 @@ PKG = Path(__file__).resolve().parents[1] / "cfe_cli"
 LAYERS = {
     "cli": 6,
     "api": 5,
-    "explainer": 4, "outputs": 4, "shards": 4, "evaluation": 4, "training": 4, "predicting": 4,
+    "explainer": 4, "outputs": 4, "shards": 4, "evaluation": 4, "training": 4, "predicting": 4, "report": 4,
     "methods": 3,
     "engine": 2,
     "models": 1, "data": 1, "inputs": 1, "attributions": 1, "descriptors": 1, "features": 1, "fid": 1, "lpips": 1,
-    "identity": 1, "runtime": 1, "distributed": 1, "image_scores": 1, "oracle_effnet": 1, "realism": 1,
-    "results": 0, "files": 0, "config": 0, "errors": 0, "metrics": 0, "render": 0, "geometry": 0, "__init__": 0,
+    "identity": 1, "runtime": 1, "precision": 1, "oracle_effnet": 1, "realism": 1, "folders": 1, "distributed": 1,
+    "image_scores": 1,
+    "results": 0, "files": 0, "config": 0, "errors": 0, "metrics": 0, "render": 0, "geometry": 0, "legend": 0,
+    "__init__": 0,
     "__main__": 6,
 }
 # what a leaf may import besides other leaves' errors

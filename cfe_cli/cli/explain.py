@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -51,11 +52,80 @@ from cfe_cli.cli.app import (  # the shared options and helpers
     progress_bar,
     rank0,
 )
+from cfe_cli.cli.report import ReportFlag, write_and_print
+from cfe_cli.legend import EVAL_COLUMNS, EVAL_LEGEND, FOOTNOTES, REFLECTION_NOTE
 
+Wide = Annotated[bool, typer.Option("--wide", rich_help_panel=PANEL_IO,
+                                    help="Show every column in full even past the terminal's width.")]
+AsJson = Annotated[bool, typer.Option("--json", rich_help_panel=PANEL_IO,
+                                      help="Print the table's rows (every field) as JSON.")]
 SECOND_HEAD = {"reflection": "reflection (k=1)", "reconstruction": "reconstruction", "perturbation": "perturbation"}
 
 
-def _report(r: dict[str, Any], what: str) -> None:
+SECOND_SHORT = {"reflection": "refl.", "reconstruction": "recon.", "perturbation": "pert."}
+NAME_FOLD = 12  # the name column may fold to this width before other columns are abbreviated or dropped
+
+
+def _cf_table(recs: list[dict[str, Any]], what: str, wide: bool) -> None:
+    """explain's table: full headers when they fit, else abbreviated, else without the second image's column;
+    the legend says which (``wide``: always the full table)."""
+    from cfe_cli.cli.tables import print_wide, table_width
+
+    second = next((k[:-5] for k in ("reflection_pred", "reconstruction_pred") if recs[0].get(k)), None)
+    mirror = "first_cfe_k" in recs[0] and recs[0].get("decodes") is not None
+
+    def conf(pred: Any, c: Any) -> str:
+        return "-" if pred is None else f"{pred} ({c:.2f})"
+
+    rows = [[rec["name"], conf(rec["source_pred"], rec["source_conf"]), str(rec["target"]),
+             (f"{rec['first_cfe_k']:.2f}" if rec.get("first_cfe_k") is not None
+              else str(rec["steps"]) if "steps" in rec else "-"),
+             conf(rec["cf_pred"], rec["cf_conf"]),
+             conf(rec.get(f"{second}_pred"), rec.get(f"{second}_conf")) if second else None,
+             Text("yes", style="green") if rec["valid"] else Text("no", style="red"),
+             "-" if rec["l1"] is None else f"{rec['l1']:.3f}"] for rec in recs[:50]]
+    k_head = "k of 1st CFE" if mirror else "steps"
+    full = ["name", "source (conf)", "target", k_head, "counterfactual (conf)",
+            SECOND_HEAD[second] + " (conf)" if second else None, "valid", "L1"]
+    short = ["name", "src", "tgt", "k 1st" if mirror else "steps", "CF", SECOND_SHORT[second] if second else None,
+             "valid", "L1"]
+    abbrev = ("src: source (conf); tgt: target; " + ("k 1st: k of the 1st CFE; " if mirror else "")
+              + "CF: counterfactual (conf)"
+              + (f"; {SECOND_SHORT[second]}: {SECOND_HEAD[second]} (conf)" if second else ""))
+    variants = [(full, ""), (short, abbrev)]
+    if second:
+        variants.append(([*short[:5], None, *short[6:]], variants[1][1].rsplit(";", 1)[0] + f"; the {second} "
+                         "column is not shown at this width (in metrics.json; --wide shows it)"))
+
+    def build(heads: list[str | None], fold: int | None) -> Table:
+        compact = heads is not full  # abbreviated headers, no vertical rules
+        t = Table(title=what, **({"box": box.SIMPLE_HEAD, "padding": (0, 1)} if compact else {}))
+        for i, head in enumerate(heads):
+            if head is not None:
+                t.add_column(head, overflow="fold", no_wrap=i > 0, max_width=fold if i == 0 else None,
+                             min_width=NAME_FOLD if i == 0 else None)
+        for row in rows:
+            t.add_row(*[cell for cell, head in zip(row, heads, strict=True) if head is not None])
+        return t
+
+    heads, note = variants[0]
+    if not wide:
+        heads, note = next((v for v in variants if table_width(console, build(v[0], NAME_FOLD)) <= console.width),
+                           variants[-1])
+    t = build(heads, None)
+    legend = ("valid: " + ("the 1st CFE exists — the first k on the 100-point path whose image the classifier "
+                           "assigns to the target (argmax, no threshold); k = 0.5 is the mirror, 1 the full "
+                           "reflection" if mirror else
+                           "the optimisation reached --threshold on the target (and argmax = target)")
+              + "; conf: the classifier's probability; L1: mean |x_cf − x| per pixel" + (f"\n{note}" if note else ""))
+    print_wide(console, t, wide)
+    # the legend is printed after the table, not as its caption: Rich wraps a caption at the console's width
+    # but crops it at the table's, so a table narrower than the terminal lost a caption line's last letters
+    console.print(legend + (f"\nfirst 50 of {len(recs)} rows; all in metrics.json" if len(recs) > 50 else ""),
+                  highlight=False)
+
+
+def _report(r: dict[str, Any], what: str, wide: bool = False, as_json: bool = False) -> None:
     """The run's table with a legend, the failed and skipped inputs, and the exit code (1 only on failures).
 
     Under torchrun only rank 0 reports (the merged run); a ``--shard`` run reports its part.
@@ -64,35 +134,14 @@ def _report(r: dict[str, Any], what: str) -> None:
         return
     for w in r["warnings"]:
         err_console.print(_tagged("warning:", "yellow", f" {w}"), highlight=False)
+    if r.get("precision"):
+        console.print(r["precision"], style="dim", highlight=False)
     recs = r["results"]
-    if recs:
-        second = next((k[:-5] for k in ("reflection_pred", "reconstruction_pred") if recs[0].get(k)), None)
-        mirror = "first_cfe_k" in recs[0] and recs[0].get("decodes") is not None
-        t = Table(title=what)
-        cols = ["name", "source (conf)", "target", "k of 1st CFE" if mirror else "steps", "counterfactual (conf)"]
-        cols += [SECOND_HEAD[second] + " (conf)"] if second else []
-        for col in cols + ["valid", "L1"]:
-            t.add_column(col, overflow="fold")
-
-        def conf(pred: Any, c: Any) -> str:
-            return "-" if pred is None else f"{pred} ({c:.2f})"
-
-        for rec in recs[:50]:
-            k = (f"{rec['first_cfe_k']:.2f}" if rec.get("first_cfe_k") is not None
-                 else str(rec["steps"]) if "steps" in rec else "-")
-            extra = [conf(rec.get(f"{second}_pred"), rec.get(f"{second}_conf"))] if second else []
-            t.add_row(rec["name"], conf(rec["source_pred"], rec["source_conf"]), str(rec["target"]), k,
-                      conf(rec["cf_pred"], rec["cf_conf"]), *extra,
-                      Text("yes", style="green") if rec["valid"] else Text("no", style="red"),
-                      "-" if rec["l1"] is None else f"{rec['l1']:.3f}")
-        legend = ("valid: " + ("the 1st CFE exists — the first k on the 100-point path whose image the classifier "
-                               "assigns to the target (argmax, no threshold); k = 0.5 is the mirror, 1 the full "
-                               "reflection" if mirror else
-                               "the optimisation reached --threshold on the target (and argmax = target)")
-                  + "; conf: the classifier's probability; L1: mean |x_cf − x| per pixel")
-        t.caption = legend + (f"\nfirst 50 of {len(recs)} rows; all in metrics.json" if len(recs) > 50 else "")
-        t.caption_justify = "left"
-        console.print(t)
+    if as_json:
+        typer.echo(json.dumps({k: r.get(k) for k in ("results", "failures", "skipped", "metrics_path")}, indent=2,
+                              default=str))
+    elif recs:
+        _cf_table(recs, what, wide)
     for f in r["failures"]:
         err_console.print(_tagged("failed:", "red", f" {f['input']}: {f['error']}"), highlight=False, soft_wrap=True)
     for sk in r.get("skipped", []):
@@ -101,11 +150,12 @@ def _report(r: dict[str, Any], what: str) -> None:
     n_ok = sum(1 for rec in recs if rec["valid"])
     resumed = f", {r['resumed']} already done (--resume)" if r.get("resumed") else ""
     n_skip = f", {len(r['skipped'])} skipped" if r.get("skipped") else ""
-    console.print(f"{len(recs)} explained, {n_ok} valid, {len(r['failures'])} failed{n_skip}{resumed} "
-                  f"-> {r['metrics_path']}")
-    if r.get("part"):
-        console.print(f"this shard's part is written; once every shard has finished: cfe merge "
-                      f"{Path(r['metrics_path']).parent.parent}")
+    if not as_json:
+        console.print(f"{len(recs)} explained, {n_ok} valid, {len(r['failures'])} failed{n_skip}{resumed} "
+                      f"-> {r['metrics_path']}")
+        if r.get("part"):
+            console.print(f"this shard's part is written; once every shard has finished: cfe merge "
+                          f"{Path(r['metrics_path']).parent.parent}")
     if r["failures"]:
         raise typer.Exit(1)
 
@@ -127,6 +177,7 @@ def explain(
     strict: Strict = False,
     resume: Resume = False,
     shard: Shard = None,
+    report: ReportFlag = False,
     threshold: Threshold = 0.75,
     steps: Steps = None,
     lr: Lr = None,
@@ -142,8 +193,10 @@ def explain(
     csp_rho: CspRho = None,
     residual: Residual = False,
     settings: Settings = None,
-    precision: Precision = "fp32",
+    precision: Precision = "auto",
     compile_: Compile = False,
+    wide: Wide = False,
+    as_json: AsJson = False,
     device: Device = "auto",
     data_dir: DataDir = None,
 ) -> None:
@@ -158,7 +211,11 @@ def explain(
                         classifier=classifier,
                         weights=weights, decoder=decoder, precision=precision, compile=compile_,
                         command=command_line(), shard=shard, progress=update)
-    _report(r, "counterfactuals")
+    try:
+        _report(r, "counterfactuals", wide, as_json)
+    finally:  # also when failed inputs make the exit code 1
+        if report and rank0() and not r.get("part"):  # torchrun: rank 0, merged; --shard: after cfe merge
+            write_and_print([Path(r["metrics_path"]).parent], quiet=as_json)
 
 
 @app.command("animate")
@@ -177,6 +234,7 @@ def animate(
     strict: Strict = False,
     resume: Resume = False,
     shard: Shard = None,
+    report: ReportFlag = False,
     threshold: Threshold = 0.75,
     steps: Steps = None,
     lr: Lr = None,
@@ -192,8 +250,10 @@ def animate(
     csp_rho: CspRho = None,
     residual: Residual = False,
     settings: Settings = None,
-    precision: Precision = "fp32",
+    precision: Precision = "auto",
     compile_: Compile = False,
+    wide: Wide = False,
+    as_json: AsJson = False,
     device: Device = "auto",
     data_dir: DataDir = None,
 ) -> None:
@@ -208,7 +268,11 @@ def animate(
                         classifier=classifier,
                         weights=weights, decoder=decoder, precision=precision, compile=compile_,
                         command=command_line(), shard=shard, progress=update)
-    _report(r, "videos")
+    try:
+        _report(r, "videos", wide, as_json)
+    finally:  # also when failed inputs make the exit code 1
+        if report and rank0() and not r.get("part"):  # torchrun: rank 0, merged; --shard: after cfe merge
+            write_and_print([Path(r["metrics_path"]).parent], quiet=as_json)
 
 
 @app.command("merge")
@@ -248,6 +312,7 @@ def evaluate(
                                         help="Write into a folder that holds another command's metrics.json.")]
     = False,
     save_images: Annotated[bool, typer.Option("--save-images", help="Also write every counterfactual PNG.")] = False,
+    report: ReportFlag = False,
     batch_size: Batch = 256,
     realism: Annotated[bool, typer.Option("--realism/--no-realism", help="EfficientNet-Lite0 FD/KD/DFD "
                                           "(cfe[metrics]).")] = True,
@@ -268,7 +333,7 @@ def evaluate(
     csp_rho: CspRho = None,
     residual: Residual = False,
     settings: Settings = None,
-    precision: Precision = "fp32",
+    precision: Precision = "auto",
     compile_: Compile = False,
     fid_weights: Annotated[Path | None, typer.Option(
         "--fid-weights", help="inception-2015-12-05.pt (TorchScript Inception-v3, sha256-checked): adds "
@@ -276,6 +341,8 @@ def evaluate(
     lpips_weights: Annotated[Path | None, typer.Option(
         "--lpips-weights", help="alexnet-owt-7be5be79.pth (torchvision AlexNet, sha256-checked): adds "
                                 "real LPIPS.")] = None,
+    wide: Wide = False,
+    as_json: AsJson = False,
     device: Device = "auto",
     data_dir: DataDir = None,
 ) -> None:
@@ -295,23 +362,12 @@ def evaluate(
                            progress=update)
     if not rank0():  # rank 0 holds the gathered rows and prints them
         return
-    # the terminal shows the headline columns (the rest — L2, sparsity, PSNR, DFD, KD, timings — are in metrics.json)
-    cols = [("n", "n", "{}"), ("valid", "Val", "{:.3f}"), ("denoised_valid", "D.Val", "{:.3f}"),
-            ("oracle_valid", "O.Val", "{:.3f}"), ("oracle_effnet", "O.Eff", "{:.3f}"),
-            ("oracle_effnet_real", "O.Eff real", "{:.3f}"), ("fail_pct", "%Fail", "{:.1f}"), ("l1", "L1", "{:.3f}"),
-            ("ssim", "SSIM", "{:.3f}"), ("cout", "COUT", "{:.3f}"), ("fid", "FID", "{:.2f}"),
-            ("lpips", "LPIPS", "{:.3f}"), ("fd_effnetlite0", "FD-eff¹", "{:.2f}"), ("fva_dlib", "FVA²", "{:.3f}"),
-            ("steps_mean", "steps", "{:.1f}"), ("cf_per_second", "CF/s", "{:.1f}")]
-    cols = [c for c in cols if any(r.get(c[0]) is not None for r in doc["rows"])]
-    t = Table(title=f"evaluate {doc['dataset']} ({doc['split']})", caption=_eval_legend(doc, {c[1] for c in cols}),
-              box=box.SIMPLE_HEAD, padding=(0, 1), caption_justify="left")
-    t.add_column("method", no_wrap=True)
-    t.add_column("pair", no_wrap=True)
-    for _, head, _ in cols:
-        t.add_column(head, justify="right", no_wrap=True)
-    for r in doc["rows"] + doc["overall"]:
-        t.add_row(r["method"], r["pair"], *[("-" if r.get(k) is None else fmt.format(r[k])) for k, _, fmt in cols])
-    console.print(t)
+    if report:
+        write_and_print([Path(doc["metrics_path"]).parent], quiet=True)
+    if as_json:  # the table's rows with every metric
+        typer.echo(json.dumps({"rows": doc["rows"] + doc["overall"], "metrics_path": doc["metrics_path"]}, indent=2))
+        return
+    _eval_table(doc, wide)
     for r in doc.get("references", []):
         real = "-" if r["fd_real_effnetlite0"] is None else f"{r['fd_real_effnetlite0']:.2f} (n={r['n_real']})"
         console.print(f"FD-eff¹ scale {r['pair']}: unchanged inputs {r['fd_inputs_effnetlite0']:.2f}, "
@@ -319,32 +375,52 @@ def evaluate(
     for g in doc["global_rankings"]:
         top = ", ".join(f"{r['name']} {r['score']:+.3f}" for r in g["ranking"][:5])
         console.print(f"global attribution {g['method']} {g['pair']} (n={g['n']}): {top} -> {g['chart']}")
+    console.print(f"precision {doc['precision']} ({doc['precision_asked']}: {doc['precision_reason']})", style="dim",
+                  highlight=False)
     console.print(f"-> {doc['metrics_path']}")
+    if report:
+        console.print(f"report -> {Path(doc['metrics_path']).parent / 'index.html'}", highlight=False)
 
 
-EVAL_LEGEND = {
-    "Val": "validity: the classifier assigns the counterfactual to the target",
-    "D.Val": "validity after a 5x5 Gaussian blur (sigma 1)",
-    "O.Val": "validity by the independent oracle classifier (weights/MODEL/oracle.safetensors)",
-    "O.Eff": "validity by oracle_effnet, a linear probe on EfficientNet-Lite0 ImageNet features nobody trains against",
-    "O.Eff real": "the share of real target-class test images oracle_effnet labels as the target (its ceiling)",
-    "%Fail": "share of inputs with no counterfactual",
-    "L1": "mean |x_cf - x|", "L2": "root-mean-square pixel difference", "Spars.": "share of pixels changed by > 0.05",
-    "SSIM": "structural similarity to the source", "COUT": "counterfactual transition (Khorram & Fuxin), -1..1",
-    "FID": "Inception-v3 FID (your file)", "LPIPS": "LPIPS-Alex (your file)",
-    "FD-eff¹": "Frechet distance to real target-class images, EfficientNet-Lite0 features",
-    "DFD-eff¹": "deep-feature distance to the source, EfficientNet-Lite0 stages",
-    "FVA²": "share of faces whose identity is kept",
-    "steps": "engine steps (optimisation methods) or decoder passes (mirror)", "CF/s": "counterfactuals per second",
-}
+# at a narrow terminal these go first (they stay in metrics.json and --json); FID and LPIPS, computed only when
+# their weights are passed, stay longest after validity
+EVAL_DROP_ORDER = ("CF/s", "steps", "O.Eff real", "n", "COUT", "D.Val", "SSIM", "FD-eff¹", "O.Eff", "FVA²", "L1",
+                   "LPIPS", "FID", "%Fail", "O.Val")
+
+
+def _eval_table(doc: dict[str, Any], wide: bool) -> None:
+    """The comparison table, as many columns as fit the terminal (``--wide``: all), and its legend."""
+    from cfe_cli.cli.tables import fit_table, print_wide
+
+    cols = [c for c in EVAL_COLUMNS if any(r.get(c[0]) is not None for r in doc["rows"])]
+    fmts = {head: (key, fmt) for key, head, fmt in cols}
+
+    def build(shown: list[str]) -> Table:
+        t = Table(title=f"evaluate {doc['dataset']} ({doc['split']})", box=box.SIMPLE_HEAD, padding=(0, 1))
+        t.add_column("method", no_wrap=True)
+        t.add_column("pair", no_wrap=True)
+        for head in shown:
+            t.add_column(head, justify="right", no_wrap=True)
+        for r in doc["rows"] + doc["overall"]:
+            t.add_row(r["method"], r["pair"], *[("-" if r.get(fmts[h][0]) is None else fmts[h][1].format(
+                r[fmts[h][0]])) for h in shown])
+        return t
+
+    _, dropped = fit_table(console, build, [c[1] for c in cols], EVAL_DROP_ORDER, wide)
+    shown = [c[1] for c in cols if c[1] not in dropped]
+    legend = _eval_legend(doc, set(shown))
+    if dropped:
+        legend += (f"\nnot shown at this width: {', '.join(dropped)} (in metrics.json; --wide or --json shows "
+                   "every column)")
+    print_wide(console, build(shown), wide)
+    console.print(legend, highlight=False)  # after the table, not as its caption (see _cf_table)
+
 
 
 def _eval_legend(doc: dict[str, Any], shown: set[str]) -> str:
     """One line per column shown, the validity rule of each method, and the footnotes."""
     lines = [f"{k}: {v}" for k, v in EVAL_LEGEND.items() if k in shown]
     lines += [f"{m}: valid = {rule}" for m, rule in doc.get("validity_rules", {}).items()]
-    lines.append("mirror@reflection: the full reflection (k = 1) scored like a counterfactual; every other metric "
-                 "(L2, sparsity, PSNR, KD, DFD, timings) is in metrics.json")
-    lines.append("¹ EfficientNet-Lite0 features: not comparable to published FID / LPIPS"
-                 + ("; ² share within dlib's 0.6 same-person distance" if doc.get("identity") else ""))
+    lines.append(REFLECTION_NOTE)
+    lines.append(FOOTNOTES[0] + (f"; {FOOTNOTES[1]}" if doc.get("identity") else ""))
     return "\n".join(lines)

@@ -71,8 +71,13 @@ def datasets(data_dir: DataDir = None,
     for col in ("name", "classes", "splits", "path"):
         t.add_column(col)
     for d in found:
-        splits = ", ".join(f"{k} {v:,}" for k, v in d["splits"].items())
+        per_class = d.get("class_counts", {})
+        splits = ", ".join(f"{k} {v:,}" + (" (" + ", ".join(f"{c} {n}" for c, n in per_class[k].items()) + ")"
+                                           if k in per_class else "") for k, v in d["splits"].items())
         t.add_row(str(d["name"]), str(d["classes"]), splits, str(d["path"]))
+    if any("layout" in d for d in found):
+        t.caption = "folder datasets: " + "; ".join(f"{d['name']} {d['layout']}, class order {d['class_order']}"
+                                                     for d in found if "layout" in d)
     console.print(t)
     if not found:
         console.print("no datasets found")

@@ -196,7 +196,7 @@ class OptimisationMethod(Method, engine.Objective):
     def _runtime(setup: Setup) -> dict[str, Any]:
         """The run's settings every optimisation method takes from the setup."""
         return {"classifier": setup.classifier.model, "threshold": setup.threshold, "seed": setup.seed,
-                "amp": setup.device.type == "cuda" or setup.precision == "bf16"}
+                "amp": setup.precision == "bf16"}
 
     def second_image(self, x: Tensor, x_cf: Tensor, ctx: engine.Context) -> Tensor:
         """The method's second image (``second_name``); latent methods: the reconstruction G(E(x))."""

@@ -103,15 +103,18 @@ class MirrorCFE:
             raise ValueError("this decoder uses skip connections, which need a classifier with stages(x) "
                              "(cfe's own GAPClassifier); use a skip-free decoder with this classifier")
 
-    def decode(self, f: Tensor, skips: list[Tensor] | None = None, mask: Tensor | None = None) -> Tensor:
+    def decode(self, f: Tensor, skips: list[Tensor] | None = None, mask: Tensor | None = None,
+               context: list[Tensor] | None = None) -> Tensor:
         """G(f) as a contiguous float image batch ``(B, C, h, w) -> (B, C_img, H, W)``; a skip
-        decoder also takes the source's earlier-stage features and the CSP mask."""
+        decoder also takes the source's earlier-stage features, the CSP mask and, optionally, the
+        source's shared SPE context (:meth:`MirrorDecoder.source_context`)."""
         cl = torch.channels_last
         if skips is None:
             x = self._dec_fn(f.to(self.dtype).contiguous(memory_format=cl))
         else:
             x = self._dec_fn(f.to(self.dtype).contiguous(memory_format=cl),
-                             [s.to(self.dtype).contiguous(memory_format=cl) for s in skips], mask.to(self.dtype))
+                             [s.to(self.dtype).contiguous(memory_format=cl) for s in skips], mask.to(self.dtype),
+                             None if context is None else [c.to(self.dtype) for c in context])
         return x.to(f.dtype).contiguous()
 
     def decode_at(self, prep: dict[str, Tensor], rows: Tensor, k: Tensor) -> Tensor:
@@ -132,7 +135,8 @@ class MirrorCFE:
             return self.decode(f_k)
         mask = spatial_prior_mask(f_k, self.weight, prep["source"][rows], prep["target"][rows], k,
                                   rho_low=self.rho[0], rho_high=self.rho[1])
-        return self.decode(f_k, [s[rows] for s in prep["skips"]], mask)
+        context = [c[rows] for c in prep["context"]] if "context" in prep else None
+        return self.decode(f_k, [s[rows] for s in prep["skips"]], mask, context)
 
     @property
     def weight(self) -> Tensor:
@@ -167,6 +171,10 @@ class MirrorCFE:
         prep = {"f_s": f_s, "f_r": f_r, "source": source, "target": target, "probs": probs}
         if self.skips:
             prep["skips"] = stages[:-1]  # type: ignore[assignment]
+            # computed once per source, shared by every k the search and the video decode
+            cl = torch.channels_last
+            prep["context"] = [c.to(f_s.dtype) for c in self.dec.source_context(  # type: ignore[assignment]
+                f_s.to(self.dtype), [s.to(self.dtype).contiguous(memory_format=cl) for s in stages[:-1]])]
         if self.residual:
             rows = torch.arange(len(x), device=x.device)
             prep["x"] = x

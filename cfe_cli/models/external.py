@@ -60,21 +60,70 @@ def file_sha256(path: str | os.PathLike[str]) -> str:
     return h.hexdigest()
 
 
-def _import_factory(spec: str) -> Any:
-    mod_name, _, attr = spec.partition(":")
-    if not mod_name or not attr:
-        raise InputError(f"--classifier must be module:factory or a TorchScript file (.pt/.ts); got '{spec}'")
-    if "" not in sys.path and os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())  # let `mymodels:make_net` find ./mymodels.py
+def _is_file_spec(target: str) -> bool:
+    """``path/to/mynet.py`` (a file) rather than ``package.module`` (a module name)."""
+    return target.endswith(".py") or "/" in target or os.sep in target
+
+
+def module_from_file(path: str | os.PathLike[str]) -> Any:
+    """Import a Python file by its path, without touching ``sys.path``.
+
+    The module is registered under a private name (``cfe_user_<stem>_<hash of the path>``), so a
+    user's ``mynet.py`` never shadows, or is shadowed by, another module called ``mynet``.
+    """
+    import importlib.util
+
+    path = Path(path).expanduser().resolve()
+    if not path.is_file():
+        raise InputError(f"classifier file not found: {path} (give --classifier PATH/TO/FILE.py:factory)")
+    name = f"cfe_user_{path.stem}_{hashlib.sha1(str(path).encode()).hexdigest()[:10]}"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise InputError(f"cannot import {path}: not a Python file")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses and typing look their module up while it runs
     try:
-        module = importlib.import_module(mod_name)
+        spec.loader.exec_module(module)
     except ImportError as e:
-        raise InputError(f"cannot import module '{mod_name}' for --classifier: {e}") from None
+        del sys.modules[name]
+        raise InputError(f"{path.name} imports '{e.name or e}', which cannot be imported: install it or put its "
+                         f"folder on PYTHONPATH (PYTHONPATH=DIR cfe ...)") from None
+    except Exception as e:  # noqa: BLE001 - the user's code may raise anything
+        del sys.modules[name]
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise InputError(f"importing {path} failed: {type(e).__name__}: {first}") from None
+    return module
+
+
+def _import_module(target: str) -> Any:
+    """A module by name; failing that, ``./<name>.py`` by path (sys.path is never edited)."""
+    try:
+        return importlib.import_module(target)
+    except ImportError as e:
+        if e.name not in (target, target.split(".")[0]):  # the module exists but imports something missing
+            raise InputError(f"module '{target}' imports '{e.name}', which cannot be imported: install it or put "
+                             f"its folder on PYTHONPATH (PYTHONPATH=DIR cfe ...)") from None
+        local = Path.cwd() / (target.replace(".", "/") + ".py")
+        if local.is_file():
+            return module_from_file(local)
+        raise InputError(f"cannot import module '{target}' for --classifier (No module named '{target}'): pass "
+                         f"its file, --classifier path/to/{target.split('.')[-1]}.py:FACTORY, or put its folder on "
+                         "PYTHONPATH") from None
+
+
+def _import_factory(spec: str) -> Any:
+    target, _, attr = spec.rpartition(":")
+    if not target or not attr:
+        raise InputError("--classifier takes path/to/file.py:factory, module:factory or a TorchScript / "
+                         f"torch.export file (.pt, .pt2); got '{spec}'")
+    module = module_from_file(target) if _is_file_spec(target) else _import_module(target)
     factory = module
     for part in attr.split("."):
         factory = getattr(factory, part, None)
         if factory is None:
-            raise InputError(f"module '{mod_name}' has no '{attr}'")
+            raise InputError(f"module '{target}' has no '{attr}'")
     if not callable(factory):
         raise InputError(f"'{spec}' is not callable")
     return factory
@@ -176,7 +225,7 @@ class WrappedClassifier(nn.Module):
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         if self.mirror_problem is not None:
-            raise WeightsError(f"this classifier cannot be used by Mirror-CFE: {self.mirror_problem}")
+            raise WeightsError(f"Mirror-CFE cannot use this classifier: {self.mirror_problem}")
         if self._scripted:
             return self.net.features(x)
         box: list[torch.Tensor] = []
@@ -218,23 +267,25 @@ class WrappedClassifier(nn.Module):
         found = _find_head(self.net)
         if found is None:
             if isinstance(self.net, torch.fx.GraphModule):
-                return ("no linear head module: an exported program (.pt2) is a flat graph; for Mirror-CFE pass "
-                        "module:factory + safetensors, or TorchScript exporting features()")
+                return ("an exported program (.pt2) is a flat graph with no linear head module; for Mirror-CFE pass "
+                        "file.py:factory with safetensors weights, or a TorchScript file exporting features()")
             where = (f"linear head named one of {', '.join(HEAD_NAMES)}" if self._scripted else "nn.Linear layer")
-            return f"no linear head: the model has no {where}"
+            return f"the model has no {where} to serve as the linear head"
         _, head = found
         W = head.weight
         if W.shape[0] != logits.shape[1]:
-            return f"the last linear layer maps to {W.shape[0]} outputs, but the model returns {logits.shape[1]} logits"
+            return (f"the last linear layer maps to {W.shape[0]} outputs while the model returns "
+                    f"{logits.shape[1]} logits")
         tol = 1e-4 * (1 + float(logits.abs().max()))
         if self._scripted:
             if not hasattr(self.net, "features"):
-                return "the TorchScript module exports no features(x) method (the last feature map)"
+                return ("the TorchScript module exports no features(x) method: add one that returns the last "
+                        "feature map, marked @torch.jit.export")
             f = self.net.features(x)
             if f.dim() != 4:
                 return f"features(x) returns shape {tuple(f.shape)}, not a (B, C, h, w) feature map"
             if not torch.allclose(head(f.mean(dim=(2, 3))), logits, atol=tol):
-                return "logits != head(global average pool of features(x))"
+                return "the logits differ from head(global average pool of features(x))"
             self.head = head
             return None
         # hooks: the head's input, and every 4-D output, cloned at the moment it is produced
@@ -268,8 +319,8 @@ class WrappedClassifier(nn.Module):
             if torch.allclose(self.features(x), f, atol=1e-5 * (1 + float(f.abs().max()))):
                 return None
             self._feature_module = self.head = None
-        return ("no global average pooling before the linear head: its input is not the spatial mean of any "
-                "feature map (flatten + linear, or attention pooling, cannot be mirrored)")
+        return ("there is no global average pooling before the linear head: its input is not the spatial mean of "
+                "any feature map (flatten + linear, or attention pooling, cannot be mirrored)")
 
 
 def wrap_classifier(spec: str, weights: str | os.PathLike[str] | None, *, resolution: int, channels: int,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -132,6 +133,7 @@ class MirrorDecoder(nn.Module):
         if missing:
             raise ValueError(f"skip sizes {sorted(missing)} are not on the decoder's upsampling path")
         self.out = nn.Sequential(_norm(w), nn.SiLU(), nn.Conv2d(w, c.out_channels, 3, 1, 1))
+        self._half_weights: dict[int, tuple[Any, torch.Tensor]] = {}
 
     @property
     def uses_skips(self) -> bool:
@@ -190,29 +192,60 @@ class MirrorDecoder(nn.Module):
             mine[f"fuse.{size}.0.bias"] = torch.zeros_like(conv.bias)
         self.load_state_dict(mine)
 
-    def blended_skips(self, f: torch.Tensor, skips: list[torch.Tensor], mask: torch.Tensor) -> list[torch.Tensor]:
+    def _spe_grid(self, f: torch.Tensor, s: torch.Tensor) -> int:
+        return min(self.config.spe_grid or f.shape[-1], s.shape[-1])
+
+    def source_context(self, f: torch.Tensor, skips: list[torch.Tensor]) -> list[torch.Tensor]:
+        """What every decode of one source shares, per skip: B_i(f_s^i) through the skip's half of
+        D_i's first convolution (plus its bias). ``f`` is any map of f_k's shape (only its size is used).
+
+        Shape: ``skips[i] (B, C_i, s_i, s_i)`` -> ``(B, width, g, g)`` each (g: the SPE grid).
+        """
+        out = []
+        for s, pool, dec in zip(skips, self.spe_pool, self.spe_dec, strict=True):
+            g = self._spe_grid(f, s)
+            b = pool(nn.functional.adaptive_avg_pool2d(s, (g, g)))
+            conv = dec[0]
+            out.append(nn.functional.conv2d(b, conv.weight[:, :b.shape[1]], conv.bias, padding=conv.padding))
+        return out
+
+    def blended_skips(self, f: torch.Tensor, skips: list[torch.Tensor], mask: torch.Tensor,
+                      context: list[torch.Tensor] | None = None) -> list[torch.Tensor]:
         """SPE + CSP blend: f̃_i = (1 − M)⊙f_s^i + M⊙D_i(concat(B_i(f_s^i), f_k)), per skip
-        (B_i pools to f_k's size, or to ``config.spe_grid`` with f_k resized to it)."""
+        (B_i pools to f_k's size, or to ``config.spe_grid`` with f_k resized to it). ``context``:
+        :meth:`source_context` of these skips, computed once per source and reused by every k
+        (the convolution over the concatenation is split into its two halves; same result up to
+        float summation order)."""
         out = []
         mode = self.config.spe_upsample
-        for s, pool, dec in zip(skips, self.spe_pool, self.spe_dec, strict=True):
-            g = min(self.config.spe_grid or f.shape[-1], s.shape[-1])
+        for i, (s, pool, dec) in enumerate(zip(skips, self.spe_pool, self.spe_dec, strict=True)):
+            g = self._spe_grid(f, s)
             fg = f if g == f.shape[-1] else nn.functional.interpolate(
                 f, size=(g, g), mode=mode, **({"align_corners": False} if mode == "bilinear" else {}))
-            b = pool(nn.functional.adaptive_avg_pool2d(s, (g, g)))
-            u = dec(torch.cat([b, fg], 1))
+            if context is None:
+                u = dec(torch.cat([pool(nn.functional.adaptive_avg_pool2d(s, (g, g))), fg], 1))
+            else:
+                conv = dec[0]
+                w = conv.weight[:, s.shape[1]:]
+                if not torch.is_grad_enabled():  # inference: the f_k half as its own contiguous weight, kept
+                    key = (i, w.dtype, w.data_ptr(), w._version)
+                    if self._half_weights.get(i, (None,))[0] != key:
+                        self._half_weights[i] = (key, w.contiguous())
+                    w = self._half_weights[i][1]
+                h = context[i] + nn.functional.conv2d(fg, w, None, padding=conv.padding)
+                u = dec[1:](h)
             m = nn.functional.interpolate(mask.to(s.dtype), size=s.shape[-2:], mode="nearest")
             out.append(s + m * (u - s))
         return out
 
     def forward(self, f: torch.Tensor, skips: list[torch.Tensor] | None = None,
-                mask: torch.Tensor | None = None) -> torch.Tensor:
+                mask: torch.Tensor | None = None, context: list[torch.Tensor] | None = None) -> torch.Tensor:
         if not self.uses_skips:
             x = self.net(f)
         else:
             if skips is None or mask is None:
                 raise ValueError("this decoder uses skip connections: pass the source's skip features and the mask")
-            by_size = {s.shape[-1]: s for s in self.blended_skips(f, skips, mask)}
+            by_size = {int(s.shape[-1]): s for s in self.blended_skips(f, skips, mask, context)}
             h = self.inp(f)
             for up, (size, fuse) in zip(self.ups, self.fuse.items(), strict=True):
                 h = up(h)

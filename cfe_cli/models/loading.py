@@ -42,9 +42,8 @@ def load_any_classifier(folder: Path, device: torch.device, classifier: str | No
 def require_mirror_structure(clf: LoadedClassifier) -> None:
     """A clear error when a user's classifier lacks the GAP + linear head Mirror-CFE needs."""
     if clf.info.get("mirror_problem"):
-        raise InputError(f"Mirror-CFE needs logits = W·GAP(features) + b, and this classifier has "
-                         f"{clf.info['mirror_problem']}; the latent methods (attack, gci, cecas, pgd) "
-                         "work with any classifier")
+        raise InputError(f"Mirror-CFE needs logits = W·GAP(features) + b, but {clf.info['mirror_problem']}; "
+                         "the latent methods (attack, gci, cecas, pgd) work with any classifier")
 
 
 def mirror_decoder(folder: Path, clf: LoadedClassifier, device: torch.device,
@@ -59,7 +58,12 @@ def mirror_decoder(folder: Path, clf: LoadedClassifier, device: torch.device,
             raise InputError("a decoder is trained for one classifier: train one for yours with "
                              f"cfe train-gen --model {folder.name} --classifier {external} ... --method mirror "
                              "--out FILE, then pass --decoder FILE")
-        dec, _ = load_decoder(folder, "mirror", device)
+        dec, dinfo = load_decoder(folder, "mirror", device)
+        want = clf.info.get("classifier_sha256")
+        if clf.info.get("imported") and dinfo.get("classifier_sha256") not in (None, want):
+            raise InputError(f"{folder / 'mirror.safetensors'} was trained for another classifier than the one "
+                             f"imported as {folder.name}: train it again with cfe train-gen --model {folder.name} "
+                             "--method mirror")
         return dec
     path = Path(decoder)
     dec, info = load_decoder(path.parent, device=device, file=path)

@@ -32,14 +32,15 @@ from cfe_cli.models.classifiers import ClassifierConfig, GAPClassifier
 GENERATOR_KINDS = ("mirror", "vae", "cvae")
 
 
-def save_module(path: str | os.PathLike[str], module: nn.Module, *, kind: str,
+def save_module(path: str | os.PathLike[str], module: nn.Module | dict[str, torch.Tensor], *, kind: str,
                 config: dict[str, Any], info: dict[str, Any]) -> Path:
-    """Write ``module``'s state dict to ``path`` (atomically) with config metadata."""
+    """Write ``module``'s state dict (or a state dict as it is) to ``path`` (atomically) with config metadata."""
     from cfe_cli import __version__
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
+    tensors = module if isinstance(module, dict) else module.state_dict()
+    state = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
     meta = {"format": "cfe", "kind": kind, "config": json.dumps(config),
             "info": json.dumps({"cfe_version": __version__, **info})}
     with atomic_path(path) as tmp:
@@ -74,12 +75,33 @@ def load_state(path: str | os.PathLike[str], module: nn.Module) -> nn.Module:
         state = load_file(str(path))
     except (SafetensorError, OSError) as e:
         raise WeightsError(f"cannot read {path}: {e}") from None
+    problem = state_mismatch(state, module.state_dict())
+    if problem:
+        raise WeightsError(f"{path} does not match its architecture ({type(module).__name__}): {problem}")
     try:
         module.load_state_dict(state, strict=True)
     except RuntimeError as e:
         first = str(e).splitlines()[0] if str(e) else "mismatch"
         raise WeightsError(f"{path} does not match its architecture: {first}") from None
     return module
+
+
+def state_mismatch(have: dict[str, torch.Tensor], want: dict[str, torch.Tensor], shown: int = 3) -> str:
+    """What keeps a state dict ``have`` from loading into a module whose own is ``want`` ("" if nothing):
+    the first missing and unexpected keys and the shape mismatches, on one line."""
+
+    def first(names: list[str]) -> str:
+        more = f", … {len(names) - shown} more" if len(names) > shown else ""
+        return ", ".join(names[:shown]) + more
+
+    missing = [k for k in want if k not in have]
+    unexpected = [k for k in have if k not in want]
+    shapes = [f"{k} file {tuple(have[k].shape)} vs model {tuple(want[k].shape)}" for k in want
+              if k in have and tuple(have[k].shape) != tuple(want[k].shape)]
+    parts = [f"{len(missing)} missing key(s): {first(missing)}" if missing else "",
+             f"{len(unexpected)} unexpected key(s): {first(unexpected)}" if unexpected else "",
+             f"{len(shapes)} shape mismatch(es): {first(shapes)}" if shapes else ""]
+    return "; ".join(p for p in parts if p)
 
 
 @dataclass
@@ -101,6 +123,10 @@ def load_classifier(path: str | os.PathLike[str], device: str | torch.device = "
     meta = read_metadata(path)
     if meta["kind"] not in ("classifier", "oracle"):
         raise WeightsError(f"{path} holds a '{meta['kind']}', not a classifier")
+    if meta["config"].get("arch") == "imported":  # a user's network (cfe import-model)
+        from cfe_cli.models.importing import load_imported
+
+        return load_imported(Path(path), meta, device)  # type: ignore[no-any-return]
     try:
         config = ClassifierConfig.from_dict(meta["config"])
         model = GAPClassifier(config)
@@ -169,6 +195,8 @@ def describe_model(folder: Path) -> dict[str, Any]:
         "channels": cfg.get("in_channels"),
         "arch": cfg.get("arch"),
         "test_accuracy": info.get("test_accuracy"),
+        "imported": bool(info.get("imported")),
+        "mirror": info.get("mirror", True),
         "generators": gens,
         "oracle": (folder / "oracle.safetensors").is_file(),
         "installed": True,

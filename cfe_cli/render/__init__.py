@@ -14,10 +14,10 @@ current image, the moving dot with its label and the red "current k" line.
 
 from __future__ import annotations
 
-from cfe_cli.render.images import cf_name, explanation_panel, panel_geometry, save_image, save_png, to_pil
+from cfe_cli.render.images import cf_name, explanation_panel, image_grid, panel_geometry, save_image, save_png, to_pil
 from cfe_cli.render.video import _Layout, frame_strip, read_video_frames, render_video
 
 __all__ = [
-    "_Layout", "cf_name", "explanation_panel", "frame_strip", "panel_geometry", "read_video_frames", "render_video",
-    "save_image", "save_png", "to_pil",
+    "_Layout", "cf_name", "explanation_panel", "frame_strip", "image_grid", "panel_geometry", "read_video_frames",
+    "render_video", "save_image", "save_png", "to_pil",
 ]  # fmt: skip

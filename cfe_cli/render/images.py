@@ -138,6 +138,30 @@ def save_png(img: torch.Tensor, path: str | os.PathLike[str]) -> Path:
     return save_image(to_pil(img), path)
 
 
+def image_grid(rows: Sequence[torch.Tensor], path: str | os.PathLike[str], *, marked: torch.Tensor | None = None,
+               cell: int = 64, gap: int = 4) -> Path:
+    """A grid PNG without text, one row per stack (e.g. sources | 1st CFEs | reflections), written atomically.
+
+    Images are enlarged by an integer nearest-neighbour factor to about ``cell`` pixels, so small
+    images stay crisp; columns where ``marked`` is true get a red frame (e.g. no counterfactual).
+
+    Shape:
+        rows: each (N, C, H, W), the same N, C, H and W; marked: (N,) bool.
+    """
+    n, _, h, w = rows[0].shape
+    f = max(1, cell // max(h, w))
+    ch, cw = h * f, w * f
+    canvas = np.full((len(rows) * (ch + gap) + gap, n * (cw + gap) + gap, 3), 255, np.uint8)
+    for r, stack in enumerate(rows):
+        arr = _to_uint8_hwc(stack).repeat(f, axis=1).repeat(f, axis=2)  # (N, ch, cw, 3)
+        for j in range(n):
+            y, x = gap + r * (ch + gap), gap + j * (cw + gap)
+            if marked is not None and bool(marked[j]):
+                canvas[y - gap // 2:y + ch + gap // 2, x - gap // 2:x + cw + gap // 2] = RED
+            canvas[y:y + ch, x:x + cw] = arr[j]
+    return save_image(Image.fromarray(canvas, "RGB"), path)
+
+
 # --------------------------------------------------------------------------- text helpers
 
 
