@@ -31,12 +31,13 @@ from cfe_cli.outputs import explain
 from cfe_cli.predicting import predict_inputs
 from cfe_cli.report import write_report as report
 from cfe_cli.runtime import resolve_device
+from cfe_cli.shards import merge
 from cfe_cli.training.classifier import train_clf
 from cfe_cli.training.generators import train_gen
 
 __all__ = [
-    "Explainer", "datasets", "evaluate", "explain", "import_model", "load_dataset", "load_model", "methods", "models",
-    "predict", "predict_inputs", "report", "resolve_model", "train_clf", "train_gen",
+    "Explainer", "datasets", "evaluate", "explain", "import_model", "load_dataset", "load_model", "merge", "methods",
+    "models", "predict", "predict_inputs", "report", "resolve_model", "train_clf", "train_gen",
 ]  # fmt: skip
 
 

@@ -25,6 +25,7 @@ from cfe_cli.errors import InputError
 from cfe_cli.explainer import Explainer
 from cfe_cli.files import out_dir as make_out_dir
 from cfe_cli.files import write_json
+from cfe_cli.image_scores import fid_sha, image_metrics, realism_references, reference_split
 from cfe_cli.legend import NOTES
 from cfe_cli.methods import split_options
 from cfe_cli.models.loading import channels_last, load_any_classifier
@@ -133,10 +134,14 @@ def evaluate(
         raise InputError(f"--sources must be 'predicted' or 'correct', not '{sources}'")
     if compile and "mirror" not in methods:
         raise InputError("--compile is for --method mirror (the optimisation methods take --precision bf16)")
+    from cfe_cli import distributed
+
+    d = distributed.context(device=device)
     folder = make_out_dir(out if out is not None else default_out(model, methods))
     previous = _check_folder(folder, resume, force)
     explainers, data, preds, nets, ref_data = _prepare(
-        model, methods, options, device=device, classifier=classifier, weights=weights, decoder=decoder,
+        model, methods, options, device=distributed.device_name(device, d), main=d.main, classifier=classifier,
+        weights=weights, decoder=decoder,
         threshold=threshold, seed=seed, precision=precision, compile=compile, global_attributions=global_attributions,
         split=split, data_dir=data_dir, realism=realism, fid_weights=fid_weights, lpips_weights=lpips_weights)
     ex0 = explainers[0]
@@ -148,12 +153,15 @@ def evaluate(
     kept = _resumable_rows(previous, doc)
     global_rows: list[dict[str, Any]] = []
     total = len(pair_list) * len(methods)
-    if progress is not None:
+    if progress is not None and d.main:
         progress({"completed": 0, "total": total})
-    ctx = {"data": data, "preds": preds, "n": n, "sources": sources, "split": split, "nets": nets,
+    ctx = {"dist": d, "data": data, "preds": preds, "n": n, "sources": sources, "split": split, "nets": nets,
            "ref_data": ref_data, "batch_size": batch_size, "cout_steps": cout_steps,
            "global_attributions": global_attributions, "save_images": save_images, "folder": folder}
-    _run_pairs(doc, explainers, pair_list, kept, previous, global_rows, ctx, progress, total)
+    _run_pairs(doc, explainers, pair_list, kept, previous, global_rows, ctx, progress if d.main else None, total)
+    distributed.finish(d)
+    if not d.main:  # rank 0 holds the gathered rows and writes the files
+        return {**doc, "metrics_path": str(folder / "metrics.json"), "global_rankings": []}
     doc["overall"] = _overall(doc["rows"]) if len(pair_list) > 1 else []
     if global_rows:
         write_json(folder / "global_attributions.json",
@@ -169,9 +177,9 @@ def evaluate(
 
 
 def _prepare(model: str | os.PathLike[str], methods: list[str], options: dict[str, Any] | None, *, device: str,
-             classifier: str | None, weights: Any, decoder: Any, threshold: float, seed: int, precision: str,
-             compile: bool, global_attributions: bool, split: str, data_dir: Any, realism: bool, fid_weights: Any,
-             lpips_weights: Any) -> tuple[list[Explainer], Any, torch.Tensor, _Nets, Any]:
+             main: bool, classifier: str | None, weights: Any, decoder: Any, threshold: float, seed: int,
+             precision: str, compile: bool, global_attributions: bool, split: str, data_dir: Any, realism: bool,
+             fid_weights: Any, lpips_weights: Any) -> tuple[list[Explainer], Any, torch.Tensor, _Nets, Any]:
     """The explainers (one classifier, loaded once), the split with its predictions, and the scoring networks."""
     per_method = split_options(methods, options or {})
     dev = resolve_device(device)
@@ -192,8 +200,10 @@ def _prepare(model: str | os.PathLike[str], methods: list[str], options: dict[st
     with torch.inference_mode():
         preds = torch.cat([ex0.clf.model(data.images[i:i + 512].to(dev)).argmax(1).cpu()
                            for i in range(0, len(data), 512)])
-    nets = _load_nets(ex0, dataset, dev, realism, fid_weights, lpips_weights)
-    ref_data = _reference_split(dataset, split, data_dir, ex0.clf.config.resolution) if nets.feats is not None else None
+    # image-set scores (realism, FID, LPIPS, identity) are computed by rank 0 on the gathered counterfactuals
+    nets = (_load_nets(ex0, dataset, dev, realism, fid_weights, lpips_weights) if main
+            else _load_nets(ex0, dataset, dev, False, None, None))
+    ref_data = reference_split(dataset, split, data_dir, ex0.clf.config.resolution) if nets.feats is not None else None
     return explainers, data, preds, nets, ref_data
 
 
@@ -223,11 +233,12 @@ def _run_pairs(doc: dict[str, Any], explainers: list[Explainer], pair_list: list
                 assert pair is not None
                 rows, g = _evaluate_method(ex, pair, nets, classes, batch_size=c["batch_size"],
                                            cout_steps=c["cout_steps"], global_attributions=c["global_attributions"],
-                                           save_images=c["save_images"], out_dir=c["folder"])
+                                           save_images=c["save_images"], out_dir=c["folder"], dist=c["dist"])
                 doc["rows"].extend(rows)
                 if g is not None:
                     global_rows.append(g)
-                write_json(c["folder"] / "metrics.json", doc)  # finished rows survive a crash
+                if c["dist"].main:
+                    write_json(c["folder"] / "metrics.json", doc)  # finished rows survive a crash
             done += 1
             if progress is not None:
                 progress({"completed": done, "total": total})
@@ -251,7 +262,7 @@ def _header(ex0: Explainer, explainers: list[Explainer], nets: _Nets, dataset: s
            "realism": "effnetlite0" if nets.feats is not None else None,
            "oracle_effnet": nets.probe is not None,
            "identity": "dlib face_recognition_resnet_model_v1" if nets.faces is not None else None,
-           "fid_weights": None if nets.inception is None else {"path": str(fid_weights), "sha256": _fid_sha()},
+           "fid_weights": None if nets.inception is None else {"path": str(fid_weights), "sha256": fid_sha()},
            "lpips_weights": None if nets.lpips_net is None else str(lpips_weights),
            "notes": NOTES, "rows": [], "overall": [], "references": [],
            "machine": f"{platform.machine()} {torch.get_num_threads()} threads"}
@@ -319,25 +330,13 @@ def _pair_inputs(data: Any, preds: torch.Tensor, s: int, t: int, n: int, sources
         from cfe_cli import features
 
         pair.real_feat = features.embed(real_t, nets.feats)
-        pair.reference = _realism_references(classes[s], classes[t], nets.feats, pair.x_all, pair.real_feat,
+        pair.reference = realism_references(classes[s], classes[t], nets.feats, pair.x_all, pair.real_feat,
                                              ref_data, t)
     if nets.inception is not None:
         from cfe_cli import fid
 
         pair.real_incep = fid.inception_features(real_t, nets.inception)
     return pair
-
-
-def _image_metrics(row: dict[str, Any], nets: _Nets, pair: _Pair, x_cf: torch.Tensor) -> None:
-    """The optional network-based metrics of one row's counterfactuals (CPU tensors)."""
-    if nets.feats is not None and pair.real_feat is not None:
-        _realism(row, nets.feats, pair.x_all, x_cf, pair.real_feat, nets.probe, pair.t)
-    if nets.faces is not None:
-        _identity(row, nets.faces, pair.x_all, x_cf)
-    if pair.real_incep is not None:
-        _fid(row, nets.inception, x_cf, pair.real_incep)
-    if nets.lpips_net is not None:
-        _lpips(row, nets.lpips_net, pair.x_all, x_cf)
 
 
 def _score(clf: torch.nn.Module, x: torch.Tensor, x_cf: torch.Tensor, cf_probs: torch.Tensor, found: torch.Tensor,
@@ -360,57 +359,34 @@ def _score(clf: torch.nn.Module, x: torch.Tensor, x_cf: torch.Tensor, cf_probs: 
 
 
 def _evaluate_method(ex: Explainer, pair: _Pair, nets: _Nets, classes: list[str], *, batch_size: int,
-                     cout_steps: int, global_attributions: bool, save_images: bool,
-                     out_dir: Path) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
-    """Explain a pair's sources with one method; its row (and Mirror-CFE's reflection row)."""
+                     cout_steps: int, global_attributions: bool, save_images: bool, out_dir: Path,
+                     dist: Any) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    """Explain a pair's sources with one method; its row (and Mirror-CFE's reflection row).
+
+    Under torchrun rank ``r`` runs batches ``r, r + N, …`` of the 1-process batching; rank 0 gathers
+    every batch's per-sample scores and counterfactuals, in batch order, and summarises them as one
+    process does (other ranks return no rows).
+    """
     from cfe_cli import render
 
     s, t, dev = pair.s, pair.t, ex.device
-    mirror = ex.impl.second_name == "reflection"
-    scored: dict[str, list[torch.Tensor]] = {}
-    scored_r: dict[str, list[torch.Tensor]] = {}
-    cf_keep: list[torch.Tensor] = []
-    refl_keep: list[torch.Tensor] = []
-    steps: list[torch.Tensor] = []
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
         torch.cuda.synchronize(dev)
     t0 = time.perf_counter()
-    gen_seconds = 0.0
-    for b in range(0, len(pair.idx), batch_size):
-        x = pair.x_all[b:b + batch_size].to(dev)
-        src = torch.full((len(x),), s, dtype=torch.long, device=dev)
-        tgt = torch.full((len(x),), t, dtype=torch.long, device=dev)
-        tb = time.perf_counter()
-        res: CounterfactualResult = ex.run(x, tgt)
-        if dev.type == "cuda":
-            torch.cuda.synchronize(dev)
-        gen_seconds += time.perf_counter() - tb
-        x_cf = res.x_cf.detach()
-        for key, v in _score(ex.clf.model, x, x_cf, res.cf_probs, res.found, src, tgt, nets.oracle,
-                             cout_steps).items():
-            scored.setdefault(key, []).append(v.cpu())
-        if mirror:
-            for key, v in _score(ex.clf.model, x, res.second.detach(), res.second_probs, torch.ones_like(res.found),
-                                 src, tgt, nets.oracle, cout_steps).items():
-                scored_r.setdefault(key, []).append(v.cpu())
-            refl_keep.append(res.second.detach().cpu())
-            # k as metrics.json records it (5 decimals; NaN where no 1st CFE), then averaged
-            ks = [round(k, 5) if f else float("nan") for k, f in zip(res.k.tolist(), res.found.tolist(),  # type: ignore[union-attr]
-                                                                  strict=True)]
-            scored.setdefault("first_cfe_k", []).append(torch.tensor(ks))
-        steps.append(res.steps.cpu().float())
-        if global_attributions and ex.probes is not None:
-            from cfe_cli.attributions import local_scores
-
-            local = local_scores(ex.probes, res.z0.detach(), res.z_cf.detach()).cpu()  # type: ignore[union-attr]
-            scored.setdefault("_local", []).append(local[res.found.cpu()])
-        cf_keep.append(x_cf.cpu())
-        if save_images:
-            img_dir = out_dir / "images" / f"{ex.method}_{classes[s]}_to_{classes[t]}"
-            for j in range(len(x)):
-                render.save_png(x_cf[j].cpu(), img_dir / f"no{int(pair.idx[b + j])}.png")
-    seconds = time.perf_counter() - t0
+    mine, gen = {}, 0.0
+    for i, b in enumerate(range(0, len(pair.idx), batch_size)):
+        if i % dist.world == dist.rank:
+            mine[b], sec = _method_batch(ex, pair, nets, classes, b, batch_size, cout_steps, global_attributions,
+                                         save_images, out_dir)
+            gen += sec
+    gen_seconds, seconds = dist.max(gen), dist.max(time.perf_counter() - t0)  # the parallel wall time
+    gathered = dist.gather_main(mine)
+    if gathered is None:
+        return [], None
+    parts = [p for _, p in sorted((b, p) for g in gathered for b, p in g.items())]
+    scored = {k: [p["scored"][k] for p in parts] for k in parts[0]["scored"]}
+    steps = [p["steps"] for p in parts]
     g = None
     if "_local" in scored:
         g = _global_ranking(ex, classes[s], classes[t], torch.cat(scored.pop("_local")), out_dir)
@@ -420,17 +396,61 @@ def _evaluate_method(ex: Explainer, pair: _Pair, nets: _Nets, classes: list[str]
     row["fail_pct"] = round(M.fail_rate(found_all), 3)
     row["seconds_total"] = round(seconds, 3)
     row["peak_memory_mb"] = M.peak_memory_mb(dev)
-    grid = [pair.x_all[:8], torch.cat(cf_keep)[:8]] + ([torch.cat(refl_keep)[:8]] if mirror else [])  # for the report
+    cfs = torch.cat([p["cf"] for p in parts])
+    refls = torch.cat([p["refl"] for p in parts]) if ex.impl.second_name == "reflection" else None
+    grid = [pair.x_all[:8], cfs[:8]] + ([refls[:8]] if refls is not None else [])  # for the report
     grid_png = out_dir / _file_name(f"grid_{ex.method}_{classes[s]}_to_{classes[t]}")
     row["grid_path"] = str(render.image_grid(grid, grid_png, marked=~found_all[:8]))
-    _image_metrics(row, nets, pair, torch.cat(cf_keep))
+    image_metrics(row, nets, pair, cfs)
     rows = [row]
-    if mirror:
+    if ex.impl.second_name == "reflection":
+        scored_r = {k: [p["scored_r"][k] for p in parts] for k in parts[0]["scored_r"]}
         rrow = _summarise("mirror@reflection", classes[s], classes[t], scored_r, len(pair.idx), gen_seconds, steps)
         rrow["source_correct"] = pair.source_correct
-        _image_metrics(rrow, nets, pair, torch.cat(refl_keep))
+        image_metrics(rrow, nets, pair, refls)
         rows.append(rrow)
     return rows, g
+
+
+def _method_batch(ex: Explainer, pair: _Pair, nets: _Nets, classes: list[str], b: int, batch_size: int,
+                  cout_steps: int, global_attributions: bool, save_images: bool,
+                  out_dir: Path) -> tuple[dict[str, Any], float]:
+    """One batch (sources ``b … b + batch_size - 1``): per-sample scores and images (CPU), and its seconds."""
+    from cfe_cli import render
+
+    s, t, dev = pair.s, pair.t, ex.device
+    x = pair.x_all[b:b + batch_size].to(dev)
+    src = torch.full((len(x),), s, dtype=torch.long, device=dev)
+    tgt = torch.full((len(x),), t, dtype=torch.long, device=dev)
+    tb = time.perf_counter()
+    res: CounterfactualResult = ex.run(x, tgt)
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+    seconds = time.perf_counter() - tb
+    x_cf = res.x_cf.detach()
+    out: dict[str, Any] = {"scored": {k: v.cpu() for k, v in _score(ex.clf.model, x, x_cf, res.cf_probs, res.found,
+                                                                   src, tgt, nets.oracle, cout_steps).items()}}
+    if ex.impl.second_name == "reflection":
+        out["scored_r"] = {k: v.cpu() for k, v in _score(ex.clf.model, x, res.second.detach(), res.second_probs,
+                                                         torch.ones_like(res.found), src, tgt, nets.oracle,
+                                                         cout_steps).items()}
+        out["refl"] = res.second.detach().cpu()
+        # k as metrics.json records it (5 decimals; NaN where no 1st CFE), then averaged
+        ks = [round(k, 5) if f else float("nan") for k, f in zip(res.k.tolist(), res.found.tolist(),  # type: ignore[union-attr]
+                                                              strict=True)]
+        out["scored"]["first_cfe_k"] = torch.tensor(ks)
+    out["steps"] = res.steps.cpu().float()
+    if global_attributions and ex.probes is not None:
+        from cfe_cli.attributions import local_scores
+
+        local = local_scores(ex.probes, res.z0.detach(), res.z_cf.detach()).cpu()  # type: ignore[union-attr]
+        out["scored"]["_local"] = local[res.found.cpu()]
+    out["cf"] = x_cf.cpu()
+    if save_images:
+        img_dir = out_dir / "images" / f"{ex.method}_{classes[s]}_to_{classes[t]}"
+        for j in range(len(x)):
+            render.save_png(out["cf"][j], img_dir / f"no{int(pair.idx[b + j])}.png")
+    return out, seconds
 
 
 def parse_pairs(pairs: str, classes: list[str]) -> list[tuple[int, int]]:
@@ -489,78 +509,6 @@ def _summarise(method: str, s: str, t: str, scored: dict[str, list[torch.Tensor]
     row["seconds_per_cf"] = round(gen_seconds / max(n, 1), 6)
     row["cf_per_second"] = round(n / max(gen_seconds, 1e-9), 2)
     return row
-
-
-def _reference_split(dataset: str, split: str, data_dir: str | os.PathLike[str] | None,
-                     size: int) -> Any:
-    """Another split of the dataset (train, or test when evaluating train) for the real-image FD floor."""
-    other = "test" if split == "train" else "train"
-    try:
-        return load_dataset(dataset, other, root=data_dir, size=size)
-    except (InputError, OSError, ValueError):
-        return None
-
-
-def _realism_references(s: str, t: str, feats: Any, x_all: torch.Tensor, real_feat: torch.Tensor,
-                        ref_data: Any, t_index: int) -> dict[str, Any]:
-    """FD of the unchanged inputs and of other real class-t images against the pair's real set."""
-    from cfe_cli import features
-    from cfe_cli import metrics as M
-
-    ref: dict[str, Any] = {"pair": f"{s}:{t}", "n": len(x_all),
-                           "fd_inputs_effnetlite0": round(M.frechet_distance(features.embed(x_all, feats),
-                                                                             real_feat), 4),
-                           "fd_real_effnetlite0": None, "n_real": 0}
-    if ref_data is not None:
-        other = ref_data.images[ref_data.labels == t_index][:len(x_all)]
-        if len(other) >= 2:
-            ref["fd_real_effnetlite0"] = round(M.frechet_distance(features.embed(other, feats), real_feat), 4)
-            ref["n_real"] = len(other)
-    return ref
-
-
-def _realism(row: dict[str, Any], feats: Any, x: torch.Tensor, x_cf: torch.Tensor, real_feat: torch.Tensor,
-             probe: Any = None, t: int = -1) -> None:
-    from cfe_cli import features, oracle_effnet
-    from cfe_cli import metrics as M
-
-    f_cf = features.embed(x_cf, feats)
-    if probe is not None:
-        row.update(oracle_effnet.score(probe, f_cf, real_feat, t))
-    row["fd_effnetlite0"] = round(M.frechet_distance(f_cf, real_feat), 4)
-    kd_mean, kd_std = M.kernel_distance(f_cf, real_feat, subsets=20, subset_size=min(len(f_cf), len(real_feat), 200))
-    row["kd_effnetlite0"] = round(kd_mean, 5)
-    dev = next(feats.parameters()).device
-    d = [features.deep_feature_distance(x[i:i + 64].to(dev), x_cf[i:i + 64].to(dev), feats).cpu()
-         for i in range(0, len(x), 64)]
-    row["dfd_effnetlite0"] = round(float(torch.cat(d).mean()), 5)
-
-
-def _fid_sha() -> str:
-    from cfe_cli import fid
-
-    return fid.INCEPTION_SHA256
-
-
-def _fid(row: dict[str, Any], net: Any, x_cf: torch.Tensor, real_feat: torch.Tensor) -> None:
-    from cfe_cli import fid
-    from cfe_cli import metrics as M
-
-    row["fid"] = round(M.frechet_distance(fid.inception_features(x_cf, net), real_feat), 4)
-
-
-@torch.inference_mode()
-def _lpips(row: dict[str, Any], net: Any, x: torch.Tensor, x_cf: torch.Tensor) -> None:
-    dev = next(net.parameters()).device
-    d = [net(x[i:i + 64].to(dev), x_cf[i:i + 64].to(dev)).cpu() for i in range(0, len(x), 64)]
-    row["lpips"] = round(float(torch.cat(d).mean()), 5)
-
-
-def _identity(row: dict[str, Any], faces: Any, x: torch.Tensor, x_cf: torch.Tensor) -> None:
-    """Face verification accuracy (FVA idea) with dlib descriptors; see :mod:`cfe_cli.identity`."""
-    d = faces.distance(x, x_cf)
-    row["identity_distance_dlib"] = round(float(d.mean()), 5)
-    row["fva_dlib"] = round(float((d < faces.threshold).float().mean()), 5)
 
 
 def _overall(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -36,8 +36,11 @@ def unique_name(name: str, used: set[str]) -> str:
 
 
 def batch_records(res: CounterfactualResult, l1: list[float], items: list[Any], classes: list[str], used: set[str],
-                  seconds: float) -> list[dict[str, Any]]:
-    """The metrics.json record of every input of a batch (``res`` on the CPU; ``l1`` per input)."""
+                  seconds: float, reserved: dict[str, str] | None = None) -> list[dict[str, Any]]:
+    """The metrics.json record of every input of a batch (``res`` on the CPU; ``l1`` per input).
+
+    ``reserved``: names decided before a sharded run (inputs that share a prefix), by input.
+    """
     src, tg = res.source.tolist(), res.target.tolist()
     found_l = res.found.tolist()
     src_p, cf_p, p2 = res.source_probs.tolist(), res.cf_probs.tolist(), res.second_probs.tolist()
@@ -49,7 +52,8 @@ def batch_records(res: CounterfactualResult, l1: list[float], items: list[Any], 
     out = []
     for i, it in enumerate(items):
         s, t, gt, found = src[i], tg[i], it.gt, found_l[i]
-        name = unique_name(render.cf_name(it.prefix, classes[s], classes[t], None if gt is None else classes[gt]), used)
+        name = (reserved or {}).get(it.input) or unique_name(
+            render.cf_name(it.prefix, classes[s], classes[t], None if gt is None else classes[gt]), used)
         cp, sp = cf_p[i], p2[i]
         cf_arg, sp_arg = max(range(len(cp)), key=cp.__getitem__), max(range(len(sp)), key=sp.__getitem__)
         rec: dict[str, Any] = {
@@ -152,15 +156,107 @@ def complete_records(metrics_path: Path, method: str, video: bool, images: bool)
 
 
 class RunFiles:
-    """metrics.json and failures.json of an explain run, rewritten as batches finish."""
+    """metrics.json and failures.json of an explain run (or a shard's part), rewritten as batches finish."""
 
-    def __init__(self, out_dir: Path, doc: dict[str, Any]) -> None:
-        self.out_dir, self.doc = out_dir, doc
-        self.metrics_path = out_dir / "metrics.json"
+    def __init__(self, out_dir: Path, doc: dict[str, Any], part: Path | None = None) -> None:
+        self.out_dir, self.doc, self.part = out_dir, doc, part
+        self.metrics_path = part if part is not None else out_dir / "metrics.json"
 
     def flush(self) -> None:
         write_json(self.metrics_path, self.doc)
-        write_json(self.out_dir / "failures.json", self.doc["failures"])
+        if self.part is None:
+            write_json(self.out_dir / "failures.json", self.doc["failures"])
+
+
+class _Run:
+    """One process's share of an explain run: its files, resume and, when sharded, its part and the merge."""
+
+    def __init__(self, d: Any, folder: Path, method: str, *, images: bool, video: bool, resume: bool) -> None:
+        from cfe_cli.shards import part_path
+
+        self.d, self.folder, self.method, self.resume = d, folder, method, resume
+        self.images, self.video = images, video
+        self.files = RunFiles(folder, {}, part_path(folder, d.rank, d.world) if d.sharded else None)
+        self.reserved: dict[str, str] = {}
+        self.failures: list[dict[str, Any]] = []
+        self.previous: dict[str, dict[str, Any]] = {}
+        self.order: list[str] = []
+        self.resumed = 0
+
+    def start(self, items: list[Any]) -> tuple[list[Any], dict[str, dict[str, Any]], list[str]]:
+        """Clean a killed run's temporaries; the inputs left to explain, earlier complete records, warnings."""
+        from cfe_cli.shards import clean_stale, previous_records
+
+        if self.d.main and (self.d.comm or not self.d.sharded):  # a --shard part cannot know its siblings' files
+            clean_stale(self.folder, parts=self.d.comm and not self.resume)
+        self.d.barrier()  # no rank writes before rank 0 has cleaned
+        self.failures = [{"input": it.input, "error": it.error} for it in items if it.error]
+        self.order = [it.input for it in items]
+        warnings = [it.warning for it in items if it.warning]
+        good = [it for it in items if it.error is None]
+        previous: dict[str, dict[str, Any]] = {}
+        if self.resume:
+            previous = previous_records(self.folder, self.method, self.video, self.images)
+            self.previous = previous
+            self.resumed = sum(1 for it in good if it.input in previous)
+            if not self.d.sharded:  # a shard keeps the full list: its batches must not depend on other shards' progress
+                good = [it for it in good if it.input not in previous]
+        self.d.barrier()  # every rank has read the earlier parts before any rank rewrites its own
+        return good, previous, warnings
+
+    def part_keys(self) -> dict[str, Any]:
+        if not self.d.sharded:
+            return {}
+        return {"shard": [self.d.rank, self.d.world], "order": self.order, "resume": self.resume,
+                "images": self.images, "video": self.video}
+
+    def explain_all(self, ex: Any, good: list[Any], tgt: int | None, used: set[str], batch_size: int,
+                    progress: Progress | None, **kw: Any) -> None:
+        """This rank's batches; under torchrun every rank steps through the same rounds (progress summed)."""
+        from cfe_cli import distributed
+
+        d = self.d
+        mine = [[good[i] for i in b] for b in distributed.my_batches(len(good), batch_size, d)]
+        if d.sharded:  # batches of the full list; a --resume'd shard keeps its done records and runs the rest
+            done = [self.previous[it.input] for b in mine for it in b if it.input in self.previous]
+            self.files.doc["results"].extend(done)
+            mine = [[it for it in b if it.input not in self.previous] for b in mine]
+        n_todo = sum(1 for it in good if it.input not in self.previous)
+        total = n_todo if d.comm or not d.sharded else sum(len(b) for b in mine)
+        if progress is not None and d.main:
+            progress({"completed": 0, "total": total})
+        completed = 0
+        for r in range(distributed.rounds(len(good), batch_size, d) if d.comm else len(mine)):
+            batch = mine[r] if r < len(mine) else []
+            if batch:
+                _explain_batch(ex, batch, tgt, self, used, self.folder, **kw)
+                self.files.flush()  # updated as batches finish
+            completed += int(d.sum(len(batch))) if d.comm else len(batch)
+            if progress is not None and d.main:
+                progress({"completed": completed, "total": total})
+
+    def finish(self, warnings: list[str]) -> dict[str, Any]:
+        """Write the last state; torchrun: rank 0 merges the parts once every rank has written its own."""
+        from cfe_cli import distributed
+        from cfe_cli.shards import clean_stale, merge
+
+        if self.resume and not self.d.sharded:  # records in input order, however earlier runs were split
+            rank = {name: i for i, name in enumerate(self.order)}
+            self.files.doc["results"].sort(key=lambda r: rank.get(r["input"], len(rank)))
+        self.files.flush()
+        doc, path = self.files.doc, str(self.files.metrics_path)
+        if not self.d.sharded:
+            clean_stale(self.folder, parts=True)  # a killed sharded run's parts: their records are in metrics.json
+        if self.d.comm:
+            self.d.barrier()
+            if self.d.main:
+                doc = merge(self.folder)
+                path = doc["metrics_path"]
+            self.d.barrier()  # the other ranks leave only after the merged files exist
+            distributed.finish(self.d)
+        return {"results": doc["results"], "failures": doc["failures"], "skipped": doc["skipped"],
+                "warnings": warnings, "metrics_path": path, "resumed": self.resumed,
+                "part": self.d.sharded and not self.d.comm, "main": self.d.main}
 
 
 def _check_video_options(frames: int, size: int, video: bool) -> None:
@@ -205,6 +301,7 @@ def explain(
     weights: str | os.PathLike[str] | None = None,
     decoder: str | os.PathLike[str] | None = None,
     command: str = "",
+    shard: str | None = None,
     progress: Progress | None = None,
 ) -> dict[str, Any]:
     """Explain every input and write images, metrics.json and (optionally) MP4s.
@@ -224,59 +321,52 @@ def explain(
         classifier, weights, decoder: a user's own classifier (``module:factory`` + safetensors
             ``weights``, or TorchScript) and its Mirror-CFE decoder (``train_gen(..., classifier=...)``).
 
-    Files are written atomically; metrics.json and failures.json are rewritten after every batch.
+        shard: ``"I/N"``: run only shard I of N and write ``OUT/parts/part-I-of-N.json``
+            (``cfe merge OUT`` combines the parts). Under torchrun every rank runs its shard and
+            rank 0 merges. Batch ``b`` goes to shard ``b mod N``, so results equal one process's.
+
+    Files are written atomically; metrics.json and failures.json (a shard: its part) are rewritten
+    after every batch.
 
     Returns:
         ``{"results": [...], "failures": [...], "skipped": [...], "resumed": int, "warnings": [...],
-        "metrics_path": str}``; each result is the metrics.json record of one input, each failure
-        and skipped input ``{"input", "error"/"reason"}``.
+        "metrics_path": str, "part": bool, "main": bool}`` (``part``: a ``--shard`` run's part;
+        ``main``: rank 0); each result is the metrics.json record of one input, each failure and
+        skipped input ``{"input", "error"/"reason"}``.
     """
+    from cfe_cli import distributed
     from cfe_cli.explainer import Explainer
     from cfe_cli.inputs import class_index
 
     _check_video_options(frames, size, video)
-    ex = Explainer(model, method, device=device, threshold=threshold, seed=seed, classifier=classifier,
-                   weights=weights, decoder=decoder, precision=precision, compile=compile, **(options or {}))
+    d = distributed.context(shard, device)
+    ex = Explainer(model, method, device=distributed.device_name(device, d), threshold=threshold, seed=seed,
+                   classifier=classifier, weights=weights, decoder=decoder, precision=precision, compile=compile,
+                   **(options or {}))
     if attributions and ex.probes is None:
         raise InputError(f"--attributions needs latent probes: use --method attack/gci/cecas with a model "
                          f"that has probes.safetensors (cfe train-gen --model {ex.folder.name} --method vae)")
-    classes, dev = ex.classes, ex.device
+    classes = ex.classes
     tgt = class_index(target, classes, "target class") if target is not None else None
     folder = out_dir(out)
-    for stale in folder.glob(".*.tmp"):  # temporaries of a killed run (never complete outputs)
-        stale.unlink(missing_ok=True)
     items = resolve_inputs(inputs, channels=ex.clf.config.in_channels, resolution=ex.clf.config.resolution,
                            data_dir=data_dir, classes=classes, label=label, strict=strict)
-    failures = [{"input": it.input, "error": it.error} for it in items if it.error]
-    warnings = [it.warning for it in items if it.warning]
-    good = [it for it in items if it.error is None]
-    warnings += run_notes(ex, len(good))
-    results, skipped, used, files, resumed = [], [], set(), RunFiles(folder, {}), 0  # type: ignore[var-annotated]
-    if resume:
-        previous = complete_records(files.metrics_path, method, video, images)
-        results.extend(previous.values())
-        used.update(r["name"] for r in previous.values())
-        resumed = sum(1 for it in good if it.input in previous)
-        good = [it for it in good if it.input not in previous]
-    files.doc = {"kind": "animate" if video and not images else "explain", "command": command,
-                 "model": str(ex.folder), "model_name": ex.folder.name, "method": method,
-                 "options": {k: _jsonable(v) for k, v in (options or {}).items() if v is not None},
-                 "validity_rule": ex.impl.validity_rule,
-                 **({"threshold": threshold} if ex.uses_threshold else {}), "classes": classes,
-                 "device": str(dev), **ex.precision_info.as_record(), "compile": compile,
-                 "results": results, "failures": failures, "skipped": skipped}
-    if progress is not None:
-        progress({"completed": 0, "total": len(good)})
-    for start in range(0, len(good), batch_size):
-        batch = good[start:start + batch_size]
-        _explain_batch(ex, batch, tgt, files, used, skipped, folder, images=images, video=video, frames=frames,
-                       fps=fps, size=size, attributions=attributions)
-        files.flush()  # updated as batches finish
-        if progress is not None:
-            progress({"completed": start + len(batch), "total": len(good)})
-    files.flush()
-    return {"results": results, "failures": failures, "skipped": skipped, "warnings": warnings,
-            "metrics_path": str(files.metrics_path), "resumed": resumed, "precision": precision_line(ex)}
+    run = _Run(d, folder, method, images=images, video=video, resume=resume)
+    good, previous, warnings = run.start(items)
+    warnings += run_notes(ex, sum(1 for it in good if it.input not in previous))
+    run.files.doc = {"kind": "animate" if video and not images else "explain", "command": command,
+                     **_header(ex, method, options, threshold, compile),
+                     "results": [] if d.sharded else list(previous.values()), "failures": run.failures,
+                     "skipped": [], **run.part_keys()}
+    used = {r["name"] for r in previous.values()}
+    if d.sharded:
+        from cfe_cli.shards import reserved_names
+
+        run.reserved = reserved_names(ex, [it for it in good if it.input not in previous], tgt, used, batch_size)
+        used |= set(run.reserved.values())
+    run.explain_all(ex, good, tgt, used, batch_size, progress, images=images, video=video, frames=frames, fps=fps,
+                    size=size, attributions=attributions)
+    return {**run.finish(warnings), "precision": precision_line(ex)}
 
 
 COMPILE_SECONDS = 60  # torch.compile's one-off cost on CPU for Mirror-CFE's decoder + classifier (40-60 s measured)
@@ -309,15 +399,24 @@ def resolve_inputs(inputs: list[str], **kw: Any) -> list[Any]:
     return items
 
 
+def _header(ex: Any, method: str, options: dict[str, Any] | None, threshold: float,
+            compile: bool) -> dict[str, Any]:
+    """The keys of metrics.json that describe the run (model, method, options, rule, device)."""
+    return {"model": str(ex.folder), "model_name": ex.folder.name, "method": method,
+            "options": {k: _jsonable(v) for k, v in (options or {}).items() if v is not None},
+            "validity_rule": ex.impl.validity_rule, **({"threshold": threshold} if ex.uses_threshold else {}),
+            "classes": ex.classes, "device": str(ex.device), **ex.precision_info.as_record(), "compile": compile}
+
+
 def _jsonable(v: Any) -> Any:
     return list(v) if isinstance(v, tuple) else v
 
 
-def _explain_batch(ex: Any, batch: list[Any], tgt: int | None, files: RunFiles, used: set[str],
-                   skipped: list[dict[str, Any]], folder: Path, *, images: bool, video: bool, frames: int, fps: int,
-                   size: int, attributions: bool) -> None:
+def _explain_batch(ex: Any, batch: list[Any], tgt: int | None, run: _Run, used: set[str], folder: Path, *,
+                   images: bool, video: bool, frames: int, fps: int, size: int, attributions: bool) -> None:
     """Explain one batch of good inputs and write its records and files."""
     classes, dev = ex.classes, ex.device
+    files, skipped = run.files, run.files.doc["skipped"]
     t0 = time.perf_counter()
     x = torch.stack([it.image for it in batch]).to(dev)
     probs = None
@@ -343,7 +442,7 @@ def _explain_batch(ex: Any, batch: list[Any], tgt: int | None, files: RunFiles, 
         local = local_scores(ex.probes, res.z0.detach(), res.z_cf.detach()).cpu()
     res = res.cpu()
     x = x.cpu()
-    recs = batch_records(res, l1, batch, classes, used, seconds)
+    recs = batch_records(res, l1, batch, classes, used, seconds, run.reserved)
     for i, rec in enumerate(recs):
         if local is not None:
             rec["attributions"] = dict(zip(ex.probes.names, [round(v, 5) for v in local[i].tolist()], strict=True))

@@ -6,6 +6,7 @@ Library errors (:class:`CfeError`) become one red line on stderr and exit 1; no 
 from __future__ import annotations
 
 import functools
+import os
 import shlex
 import sys
 import time
@@ -25,7 +26,7 @@ from cfe_cli.errors import CfeError, InputError
 
 # `cfe --help` lists the commands in the order a new user needs them: look around, predict, explain,
 # then train. Commands not named here follow in registration order.
-COMMAND_ORDER = ("models", "datasets", "import-model", "predict", "explain", "animate", "evaluate", "methods",
+COMMAND_ORDER = ("models", "datasets", "import-model", "predict", "explain", "animate", "evaluate", "merge", "methods",
                  "report", "train-clf", "train-gen")
 
 
@@ -95,6 +96,16 @@ def command_line() -> str:
     return " ".join(["cfe", *(shlex.quote(a) for a in sys.argv[1:])])
 
 
+def rank0() -> bool:
+    """Whether this process prints: always, except torchrun's ranks other than 0 (read from the
+    environment, so the CLI imports no torch)."""
+    return os.environ.get("RANK", "0") == "0"
+
+
+def _rank_tag() -> str:
+    return "" if rank0() else f" rank {os.environ.get('RANK')}:"
+
+
 def handle_errors(fn: F) -> F:
     """Turn a CfeError into one red line on stderr and exit code 1."""
 
@@ -105,7 +116,7 @@ def handle_errors(fn: F) -> F:
         except CfeError as e:
             if STATE["debug"]:
                 raise
-            err_console.print(_tagged("error:", "bold red", f" {e}"), highlight=False, soft_wrap=True)
+            err_console.print(_tagged("error:", "bold red", f"{_rank_tag()} {e}"), highlight=False, soft_wrap=True)
             raise typer.Exit(1) from None
         except OSError as e:  # disk full, permissions, … while writing outputs
             if STATE["debug"]:
@@ -125,12 +136,16 @@ def handle_errors(fn: F) -> F:
 def progress_bar(description: str, fields: tuple[str, ...]) -> Iterator[Callable[[dict[str, float]], None]]:
     """A Rich progress bar fed by the library's progress callback dicts.
 
-    When stderr is not a terminal (logs, CI) a plain line is printed at every 5 % instead.
+    When stderr is not a terminal (logs, CI) a plain line is printed at every 5 % instead. Under
+    torchrun only rank 0 shows it (the library reports the progress summed over ranks there).
     """
 
     def fmt(p: dict[str, float]) -> dict[str, str]:
         return {f: (f"{p[f]:.4f}" if isinstance(p.get(f), float) else str(p.get(f, "-"))) for f in fields}
 
+    if not rank0():
+        yield lambda p: None
+        return
     if not err_console.is_terminal:
         start = time.perf_counter()
         last = [-1]
@@ -257,5 +272,8 @@ Strict = Annotated[bool, typer.Option("--strict/--no-strict", rich_help_panel=PA
     help="Refuse images of another size instead of resizing.")]
 Resume = Annotated[bool, typer.Option("--resume/--no-resume", rich_help_panel=PANEL_IO,
     help="Skip inputs whose outputs in --out are complete.")]
+Shard = Annotated[str | None, typer.Option("--shard", rich_help_panel=PANEL_SPEED, show_default=False,
+    help="I/N: run only shard I of N (from 0) and write OUT/parts/part-I-of-N.json; then cfe merge OUT. "
+    "Under torchrun the ranks are the shards (see docs/distributed.md).")]
 
 

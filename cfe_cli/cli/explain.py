@@ -34,6 +34,7 @@ from cfe_cli.cli.app import (  # the shared options and helpers
     Resume,
     Seed,
     Settings,
+    Shard,
     Steps,
     Strict,
     Target,
@@ -49,6 +50,7 @@ from cfe_cli.cli.app import (  # the shared options and helpers
     err_console,
     handle_errors,
     progress_bar,
+    rank0,
 )
 from cfe_cli.cli.report import ReportFlag, write_and_print
 from cfe_cli.legend import EVAL_COLUMNS, EVAL_LEGEND, FOOTNOTES, REFLECTION_NOTE
@@ -124,7 +126,12 @@ def _cf_table(recs: list[dict[str, Any]], what: str, wide: bool) -> None:
 
 
 def _report(r: dict[str, Any], what: str, wide: bool = False, as_json: bool = False) -> None:
-    """The run's table with a legend, the failed and skipped inputs, and the exit code (1 only on failures)."""
+    """The run's table with a legend, the failed and skipped inputs, and the exit code (1 only on failures).
+
+    Under torchrun only rank 0 reports (the merged run); a ``--shard`` run reports its part.
+    """
+    if not rank0():
+        return
     for w in r["warnings"]:
         err_console.print(_tagged("warning:", "yellow", f" {w}"), highlight=False)
     if r.get("precision"):
@@ -146,6 +153,9 @@ def _report(r: dict[str, Any], what: str, wide: bool = False, as_json: bool = Fa
     if not as_json:
         console.print(f"{len(recs)} explained, {n_ok} valid, {len(r['failures'])} failed{n_skip}{resumed} "
                       f"-> {r['metrics_path']}")
+        if r.get("part"):
+            console.print(f"this shard's part is written; once every shard has finished: cfe merge "
+                          f"{Path(r['metrics_path']).parent.parent}")
     if r["failures"]:
         raise typer.Exit(1)
 
@@ -166,6 +176,7 @@ def explain(
                                                help="Latent methods: probe scores + chart.")] = False,
     strict: Strict = False,
     resume: Resume = False,
+    shard: Shard = None,
     report: ReportFlag = False,
     threshold: Threshold = 0.75,
     steps: Steps = None,
@@ -199,11 +210,11 @@ def explain(
                         options=_options(steps, lr, lam, p, alpha, eps, norm, csp_rho, residual, settings),
                         classifier=classifier,
                         weights=weights, decoder=decoder, precision=precision, compile=compile_,
-                        command=command_line(), progress=update)
+                        command=command_line(), shard=shard, progress=update)
     try:
         _report(r, "counterfactuals", wide, as_json)
     finally:  # also when failed inputs make the exit code 1
-        if report:
+        if report and rank0() and not r.get("part"):  # torchrun: rank 0, merged; --shard: after cfe merge
             write_and_print([Path(r["metrics_path"]).parent], quiet=as_json)
 
 
@@ -222,6 +233,7 @@ def animate(
     label: Label = None,
     strict: Strict = False,
     resume: Resume = False,
+    shard: Shard = None,
     report: ReportFlag = False,
     threshold: Threshold = 0.75,
     steps: Steps = None,
@@ -255,12 +267,26 @@ def animate(
                         options=_options(steps, lr, lam, p, alpha, eps, norm, csp_rho, residual, settings),
                         classifier=classifier,
                         weights=weights, decoder=decoder, precision=precision, compile=compile_,
-                        command=command_line(), progress=update)
+                        command=command_line(), shard=shard, progress=update)
     try:
         _report(r, "videos", wide, as_json)
     finally:  # also when failed inputs make the exit code 1
-        if report:
+        if report and rank0() and not r.get("part"):  # torchrun: rank 0, merged; --shard: after cfe merge
             write_and_print([Path(r["metrics_path"]).parent], quiet=as_json)
+
+
+@app.command("merge")
+@handle_errors
+def merge(
+    out: Annotated[Path, typer.Argument(help="The --out folder the explain/animate --shard I/N runs wrote into.")],
+) -> None:
+    """Combine the parts of --shard I/N explain/animate runs into one metrics.json and failures.json."""
+    from cfe_cli import api
+
+    doc = api.merge(out)
+    n_ok = sum(1 for rec in doc["results"] if rec["valid"])
+    console.print(f"merged {doc['merged_parts']} parts: {len(doc['results'])} explained, {n_ok} valid, "
+                  f"{len(doc['failures'])} failed, {len(doc['skipped'])} skipped -> {doc['metrics_path']}")
 
 
 @app.command("evaluate")
@@ -270,7 +296,9 @@ def evaluate(
     pairs: Annotated[str, typer.Option("--pairs", help="Comma-separated SOURCE:TARGET pairs, e.g. 8:3,3:8.")],
     method: Annotated[str, typer.Option("--method", help="One or more methods, comma-separated: "
                                         "mirror,attack,pgd.")] = "mirror",
-    n: Annotated[int, typer.Option("--n", help="Images per pair (predicted as the source).")] = 1000,
+    n: Annotated[int, typer.Option("--n", "--n-per-pair", help="Images per pair (predicted as the source); "
+                                   "under torchrun write --n-per-pair (torchrun takes --n for its own --nnodes).")]
+    = 1000,
     split: Annotated[str, typer.Option("--split")] = "test",
     sources: Annotated[str, typer.Option("--sources", help="predicted: every image the classifier predicts as "
                                          "the source; correct: only those whose label is the source too.")]
@@ -332,6 +360,8 @@ def evaluate(
                            decoder=decoder, precision=precision, compile=compile_, fid_weights=fid_weights,
                            lpips_weights=lpips_weights, resume=resume, force=force, command=command_line(),
                            progress=update)
+    if not rank0():  # rank 0 holds the gathered rows and prints them
+        return
     if report:
         write_and_print([Path(doc["metrics_path"]).parent], quiet=True)
     if as_json:  # the table's rows with every metric

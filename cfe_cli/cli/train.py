@@ -23,6 +23,7 @@ from cfe_cli.cli.app import (  # the shared options and helpers
     console,
     handle_errors,
     progress_bar,
+    rank0,
 )
 
 
@@ -62,6 +63,8 @@ def train_clf(
                           data_dir=data_dir, size=size, seed=seed, kind="oracle" if oracle else "classifier", init=init,
                           augment=augment, label_smoothing=label_smoothing, ema=ema, max_steps=max_steps,
                           command=command_line(), progress=update)
+    if not rank0():  # under torchrun rank 0 reports (and saved the file)
+        return
     val = f", val accuracy {r['val_accuracy'] * 100:.2f} %" if r["val_accuracy"] is not None else ""
     console.print(_tagged(f"test accuracy {r['test_accuracy'] * 100:.2f} %", "green",
                           f"{val} ({r['epochs']} epochs, {r['seconds']:.0f} s) -> {r['path']}"))
@@ -151,6 +154,8 @@ def train_gen(
 
 
 def _print_generator(method: str, r: dict[str, Any]) -> None:
+    if not rank0():  # under torchrun rank 0 reports (and saved the file)
+        return
     if method == "vae":
         console.print(_tagged("VAE", "green", f" -> {r['path']} ({r['seconds']:.0f} s); test reconstruction L1 "
                       f"{r['reconstruction_l1']:.4f}, classifier accuracy on reconstructions "

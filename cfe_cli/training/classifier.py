@@ -53,9 +53,17 @@ def train_clf(
 
     Writes ``out/classifier.safetensors`` (or ``out/oracle.safetensors`` with
     ``kind="oracle"``). ``ema`` > 0 saves an exponential moving average of the weights (decay
-    ``ema`` per step). Returns a record with the measured test accuracy and the path.
+    ``ema`` per step). Under torchrun the ranks share every global batch of ``batch_size``
+    (DistributedDataParallel, :mod:`cfe_cli.training.ddp`) and rank 0 saves. Returns a record with
+    the measured test accuracy and the path.
     """
-    dev = resolve_device(device)
+    from cfe_cli import distributed
+
+    d = distributed.context(device=device)
+    dev = resolve_device(distributed.device_name(device, d))
+    if batch_size < d.world or batch_size % d.world:
+        raise InputError(f"--batch-size {batch_size} is the global batch: give a multiple of the {d.world} "
+                         "processes")
     if arch is not None and arch not in ARCHS:
         raise InputError(f"unknown architecture '{arch}'; known: {', '.join(ARCHS)}")
     if epochs is not None and epochs < 1:
@@ -88,7 +96,8 @@ def train_clf(
     tcfg = ClassifierTrainConfig(epochs=epochs or DEFAULT_EPOCHS.get(base, 15), batch_size=batch_size, lr=lr,
                                  augment=augment or DEFAULT_AUGMENT.get(base, "shift"),
                                  label_smoothing=label_smoothing, ema=ema, seed=seed)
-    result = train_classifier(model, train, test, tcfg, device=dev, progress=progress, max_steps=max_steps)
+    result = train_classifier(model, train, test, tcfg, device=dev, progress=progress if d.main else None,
+                              max_steps=max_steps, dist=d)
     val_acc = None
     if base in ("bloodmnist", "celeba"):
         val_acc = evaluate_accuracy(model, load_dataset(dataset, "val", root=data_dir, size=train.resolution),
@@ -105,12 +114,17 @@ def train_clf(
         "earlier_training": history_before,
         "seconds": round(result.seconds, 1),
         "device": str(dev),
+        "processes": d.world,
         "machine": f"{platform.machine()} {platform.processor() or ''} {torch.get_num_threads()} threads".strip(),
         "trained_at": time.strftime("%Y-%m-%d %H:%M:%S"),
         "command": command,
         "torch": torch.__version__,
     }
-    path = save_module(out_dir / f"{kind}.safetensors", model.cpu(), kind=kind, config=cfg.to_dict(), info=info)
+    path = out_dir / f"{kind}.safetensors"
+    if d.main:
+        save_module(path, model.cpu(), kind=kind, config=cfg.to_dict(), info=info)
+    d.barrier()  # the file exists before any rank returns
+    distributed.finish(d)
     return {"path": str(path), "test_accuracy": result.test_accuracy, "val_accuracy": val_acc,
             "epochs": result.epochs, "seconds": result.seconds, "arch": arch, "classes": train.classes}
 

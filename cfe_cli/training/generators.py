@@ -147,7 +147,12 @@ def train_gen(
     if config is not None:
         opts = {**read_config_file(config), **opts}
     opts.update(parse_set(settings or []))
-    dev = resolve_device(device)
+    from cfe_cli import distributed
+
+    d = distributed.context(device=device)
+    if d.comm and method == "cvae":
+        raise InputError("train-gen --method cvae runs in one process (torchrun: mirror and vae)")
+    dev = resolve_device(distributed.device_name(device, d))
     folder = resolve_model(model)
     _check_outputs(method, classifier, out)
     if method != "mirror" and (opts or init is not None or time_limit is not None):
@@ -205,23 +210,32 @@ def _train_mirror_job(folder: Path, loaded: LoadedClassifier, dataset: str, opts
                       out: str | os.PathLike[str] | None, classifier: str | None, device: torch.device,
                       data_dir: str | os.PathLike[str] | None, max_steps: int | None, command: str,
                       progress: Progress | None, **_: Any) -> dict[str, Any]:
+    from cfe_cli import distributed
     from cfe_cli.training.mirror import train_mirror
 
+    d = distributed.context()
     start_dec, earlier = _load_init(init, device) if init is not None else (None, [])
     cfg = mirror_config(opts, loaded.classes, skip_decoder=bool(getattr(start_dec, "uses_skips", False)))
     if start_dec is not None and getattr(start_dec, "uses_skips", False):  # keeps its skips (and CSP thresholds)
         c0 = start_dec.config  # type: ignore[attr-defined]
         cfg = replace(cfg, skips=True, skip_stem=cfg.skip_stem or c0.skip_stem,
                       csp_rho=cfg.csp_rho or (c0.rho_low, c0.rho_high))
+    if cfg.batch_size % d.world:
+        raise InputError(f"--batch-size {cfg.batch_size} is the global batch: give a multiple of the {d.world} "
+                         "processes")
     seed_everything(cfg.seed)
     train = load_dataset(dataset, "train", root=data_dir, size=loaded.config.resolution)
     start = time.perf_counter()
     try:
-        dec, history = train_mirror(loaded.model, train, cfg, device=device, progress=progress, max_steps=max_steps,
-                                    time_limit=time_limit, init=start_dec)
+        dec, history = train_mirror(loaded.model, train, cfg, device=device, progress=progress if d.main else None,
+                                    max_steps=max_steps, time_limit=time_limit, init=start_dec, dist=d)
     except ValueError as e:  # --init decoder of another shape, or skips without classifier stages
         raise InputError(f"--init {init}: {e}" if init is not None else str(e)) from None
     seconds = time.perf_counter() - start
+    distributed.finish(d)  # the last collective was the last step
+    if not d.main:  # rank 0 checks and saves the decoder
+        return {"path": str(Path(out) if out is not None else folder / "mirror.safetensors"), "seconds": seconds,
+                "history": history}
     check = _quick_check(loaded, dec, dataset, data_dir)
     info = {"dataset": dataset, "classes": loaded.classes, "method": "mirror", "train": cfg.__dict__,
             "history": history, "earlier_training": earlier, "seconds": round(seconds, 1), "device": str(device),

@@ -15,7 +15,9 @@ import torch
 import torch.nn.functional as F
 
 from cfe_cli.data import Dataset
+from cfe_cli.distributed import Dist
 from cfe_cli.models.classifiers import GAPClassifier, TrainResult
+from cfe_cli.training import ddp
 
 Progress = Callable[[dict[str, float]], None]
 
@@ -116,7 +118,7 @@ def evaluate_accuracy(model: torch.nn.Module, data: Dataset, batch_size: int = 5
 
 def train_classifier(model: GAPClassifier, train: Dataset, test: Dataset, cfg: ClassifierTrainConfig, *,
                      device: torch.device | str = "cpu", progress: Progress | None = None,
-                     max_steps: int | None = None) -> TrainResult:
+                     max_steps: int | None = None, dist: Dist | None = None) -> TrainResult:
     """Train ``model`` with AdamW + one-cycle LR and batched augmentation; report test accuracy.
 
     Args:
@@ -126,10 +128,14 @@ def train_classifier(model: GAPClassifier, train: Dataset, test: Dataset, cfg: C
         device: where to train.
         progress: called after every step with a dict of counters and running metrics.
         max_steps: stop early after this many steps (tests use it).
+        dist: under torchrun, each rank trains on its slice of every global batch (DDP, global-batch
+            BatchNorm; :mod:`cfe_cli.training.ddp`): the same steps, losses and weights as one process.
     """
+    d = dist or Dist()
     gen = torch.Generator().manual_seed(cfg.seed)
     torch.manual_seed(cfg.seed)
     model.to(device).train()
+    net = ddp.wrap(model, d, torch.device(device))
     n = len(train)
     steps_per_epoch = math.ceil(n / cfg.batch_size)
     total = steps_per_epoch * cfg.epochs if max_steps is None else min(max_steps, steps_per_epoch * cfg.epochs)
@@ -151,10 +157,12 @@ def train_classifier(model: GAPClassifier, train: Dataset, test: Dataset, cfg: C
             if step >= total:
                 break
             idx = perm[i:i + cfg.batch_size]
-            x = augment_batch(images[idx].to(device), cfg.augment, gen)
-            y = labels[idx].to(device)
-            logits = model(x)
-            loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
+            mine = ddp.my_slice(len(idx), d)  # the global batch is augmented whole: the same draws per sample
+            x = augment_batch(images[idx].to(device), cfg.augment, gen)[mine]
+            y = labels[idx].to(device)[mine]
+            logits = net(x)
+            ce = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing) if len(y) else logits.sum() * 0
+            loss = ce * ddp.scale(len(y), len(idx), d)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -162,8 +170,8 @@ def train_classifier(model: GAPClassifier, train: Dataset, test: Dataset, cfg: C
             if ema is not None:
                 ema.update_parameters(model)
             step += 1
-            lv = float(loss.detach())
-            correct = int((logits.detach().argmax(1) == y).sum())
+            lv = ddp.global_mean(ce, len(y), len(idx), d)
+            correct = int(d.sum(int((logits.detach().argmax(1) == y).sum())))
             ep_loss += lv * len(idx)
             ep_correct += correct
             ep_seen += len(idx)
@@ -175,6 +183,7 @@ def train_classifier(model: GAPClassifier, train: Dataset, test: Dataset, cfg: C
             history.append({"epoch": epoch + 1, "loss": ep_loss / ep_seen, "acc": ep_correct / ep_seen})
         if step >= total:
             break
+    ddp.unwrap(model)
     if ema is not None:  # the averaged weights and BN statistics are what gets evaluated and saved
         model.load_state_dict(ema.module.state_dict())
     test_acc = evaluate_accuracy(model, test, device=device)
@@ -197,24 +206,42 @@ class VAETrainConfig:
     seed: int = 0
 
 
-def elbo_terms(vae: torch.nn.Module, x: torch.Tensor,
-               a: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def elbo_terms(vae: torch.nn.Module, x: torch.Tensor, a: torch.Tensor | None = None,
+               eps: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One reparameterised sample: ``z (B, D)``, the summed pixel BCE ``(B,)`` and the KL ``(B,)``.
-    ``a``: the attribute vector of a conditional VAE."""
+    ``a``: the attribute vector of a conditional VAE; ``eps (B, D)``: the noise (default: drawn here)."""
     mu, logvar = vae.encode(x)
-    z = mu + torch.randn_like(mu) * (0.5 * logvar).exp()
+    z = mu + (torch.randn_like(mu) if eps is None else eps) * (0.5 * logvar).exp()
     logits = vae.decode_logits(z) if a is None else vae.decode_logits(z, a)
     rec = F.binary_cross_entropy_with_logits(logits, x, reduction="none").sum(dim=(1, 2, 3))
     kl = 0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar).sum(1)
     return z, rec, kl
 
 
+class _ELBO(torch.nn.Module):
+    """``vae``'s ELBO terms as one forward pass (what DistributedDataParallel wraps)."""
+
+    def __init__(self, vae: torch.nn.Module) -> None:
+        super().__init__()
+        self.vae = vae
+
+    def forward(self, x: torch.Tensor, eps: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return elbo_terms(self.vae, x, eps=eps)
+
+
 def train_vae(vae: torch.nn.Module, train: Dataset, cfg: VAETrainConfig, *, device: torch.device | str = "cpu",
-              progress: Progress | None = None, max_steps: int | None = None) -> list[dict[str, float]]:
-    """Train a :class:`~cfe_cli.models.generators.ConvVAE` with BCE (summed over pixels) + β·KL."""
+              progress: Progress | None = None, max_steps: int | None = None,
+              dist: Dist | None = None) -> list[dict[str, float]]:
+    """Train a :class:`~cfe_cli.models.generators.ConvVAE` with BCE (summed over pixels) + β·KL.
+
+    ``dist``: under torchrun each rank takes its slice of every global batch and of the batch's
+    noise (drawn whole, as one process draws it); see :mod:`cfe_cli.training.ddp`.
+    """
+    d = dist or Dist()
     gen = torch.Generator().manual_seed(cfg.seed)
     torch.manual_seed(cfg.seed)
     vae.to(device).train()
+    net = ddp.wrap(_ELBO(vae), d, torch.device(device))
     opt = torch.optim.Adam(vae.parameters(), lr=cfg.lr)
     n = len(train)
     steps_per_epoch = math.ceil(n / cfg.batch_size)
@@ -229,24 +256,29 @@ def train_vae(vae: torch.nn.Module, train: Dataset, cfg: VAETrainConfig, *, devi
         for i in range(0, n, cfg.batch_size):
             if step >= total:
                 break
-            x = train.images[perm[i:i + cfg.batch_size]].to(device)
-            z, rec, kl = elbo_terms(vae, x)
-            loss = (rec + cfg.beta * kl).mean()
+            idx = perm[i:i + cfg.batch_size]
+            mine = ddp.my_slice(len(idx), d)
+            x = train.images[idx[mine]].to(device)
+            eps = torch.randn(len(idx), vae.config.latent_dim, device=device)[mine] if d.comm else None
+            z, rec, kl = net(x, eps)
+            loss = (rec + cfg.beta * kl).mean() * ddp.scale(len(x), len(idx), d)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             sched.step()
             step += 1
-            s_rec += float(rec.detach().sum())
-            s_kl += float(kl.detach().sum())
-            seen += x.shape[0]
+            rec_sum, kl_sum = d.sum(float(rec.detach().sum())), d.sum(float(kl.detach().sum()))
+            s_rec += rec_sum
+            s_kl += kl_sum
+            seen += len(idx)
             if progress is not None:
-                progress({"completed": step, "total": total, "epoch": epoch + 1, "rec": float(rec.detach().mean()),
-                          "kl": float(kl.detach().mean())})
+                progress({"completed": step, "total": total, "epoch": epoch + 1, "rec": rec_sum / len(idx),
+                          "kl": kl_sum / len(idx)})
         if seen:
             history.append({"epoch": epoch + 1, "rec": s_rec / seen, "kl": s_kl / seen})
         if step >= total:
             break
+    ddp.unwrap(vae)
     vae.eval().cpu()
     return history
 

@@ -19,7 +19,9 @@ import torch.nn.functional as F
 
 from cfe_cli import geometry as mirror
 from cfe_cli.data import Dataset
+from cfe_cli.distributed import Dist
 from cfe_cli.errors import InputError
+from cfe_cli.training import ddp
 from cfe_cli.training.loops import Progress, augment_batch
 from cfe_cli.training.losses import edit_weights, focused_mean, rec_loss, stage_distance, triangulation_loss
 
@@ -348,10 +350,41 @@ def discriminator_loss(run: MirrorRun, s: dict[str, Any], fakes: torch.Tensor,
     return F.softplus(-d_real).mean() + focused_mean(F.softplus(d_gen), w_fake)
 
 
+class _DiscriminatorLoss(torch.nn.Module):
+    """:func:`discriminator_loss` as one forward pass of a module holding D (what DDP wraps)."""
+
+    def __init__(self, D: torch.nn.Module, amp: Any) -> None:
+        super().__init__()
+        self.D, self.amp = D, amp
+
+    def forward(self, s: dict[str, Any], fakes: torch.Tensor, w_fake: torch.Tensor | None) -> torch.Tensor:
+        return discriminator_loss(self, s, fakes, w_fake)  # type: ignore[arg-type]
+
+
+def _step(run: MirrorRun, run_g: MirrorRun, d_step: torch.nn.Module, cfg: MirrorTrainConfig, s: dict[str, Any],
+          B: int, d: Dist) -> dict[str, float]:
+    """One G step and one D step on this rank's slice ``s`` of a global batch of ``B``; the terms'
+    global-batch means."""
+    scale = ddp.scale(s["x"].shape[0], B, d)
+    g = decoder_losses(run_g, cfg, s)
+    run.opt_g.zero_grad(set_to_none=True)
+    (g["loss"] * scale).backward()
+    run.opt_g.step()
+    d_loss = d_step(s, g["fakes"], g["w_fake"])
+    run.opt_d.zero_grad(set_to_none=True)
+    (d_loss * scale).backward()
+    run.opt_d.step()
+    vals = {name: float(v.detach()) for name, v in (*g["terms"].items(), ("d", d_loss))}
+    if d.comm:
+        vals = dict(zip(vals, [v / B for v in d.sums([v * s["x"].shape[0] for v in vals.values()])], strict=True))
+    return vals
+
+
 def train_mirror(classifier: torch.nn.Module, train: Dataset, cfg: MirrorTrainConfig, *,
                  device: torch.device | str = "cpu", progress: Progress | None = None,
                  max_steps: int | None = None, time_limit: float | None = None,
-                 init: torch.nn.Module | None = None) -> tuple[torch.nn.Module, list[dict[str, float]]]:
+                 init: torch.nn.Module | None = None, dist: Dist | None = None) -> tuple[torch.nn.Module,
+                                                                                           list[dict[str, float]]]:
     """Train the Mirror-CFE decoder G (and a PatchGAN discriminator) against a frozen classifier.
 
     Per batch: source s = the classifier's prediction; target t = the runner-up (with
@@ -382,22 +415,35 @@ def train_mirror(classifier: torch.nn.Module, train: Dataset, cfg: MirrorTrainCo
     ``hard_share``: each batch entry is, with this probability, a training image the classifier
     is unsure of (top probability below ``hard_below``, :func:`hard_pool`) instead of a uniform one.
 
+    ``dist`` (torchrun): every rank samples the whole global batch (augmentation, targets, k,
+    references and the frozen classifier's features: the 1-process draws) and trains G and D on its
+    slice (DDP, losses scaled to the global mean; G and D have no batch statistics). ``time_limit``
+    is then judged on the slowest rank's clock, so every rank stops after the same step. The terms
+    averaged with weights (``adv_focus="edit"``, ``rec_mask_weight``) are averaged per slice, so
+    those runs match one process only approximately.
+
     Returns:
         the decoder (eval mode, on CPU) and the per-epoch mean of every loss term.
     """
+    d = dist or Dist()
     gen = torch.Generator().manual_seed(cfg.seed)
     torch.manual_seed(cfg.seed)
     run = build_run(classifier, train, cfg, device, init)
+    run_g = replace(run, G=ddp.wrap(run.G, d, torch.device(device)))  # the DDP decoder for the G step
+    d_step = ddp.wrap(_DiscriminatorLoss(run.D, run.amp), d, torch.device(device))
     n = len(train)
     steps_per_epoch = n // cfg.batch_size
     total = steps_per_epoch * cfg.epochs if max_steps is None else min(max_steps, steps_per_epoch * cfg.epochs)
     base_lr = [(g, g["lr"]) for o in (run.opt_g, run.opt_d) for g in o.param_groups]
     t_start = time.perf_counter()
 
+    def elapsed() -> float:  # the slowest rank's: every rank takes the same rate and stops at the same step
+        return d.max(time.perf_counter() - t_start)
+
     def set_lr(i: int) -> None:  # cosine: over steps, or over the time limit if that is further along
         done = min(i, total) / max(total, 1)
         if time_limit:
-            done = max(done, min((time.perf_counter() - t_start) / time_limit, 1.0))
+            done = max(done, min(elapsed() / time_limit, 1.0))
         for g, lr0 in base_lr:
             g["lr"] = lr0 * 0.5 * (1 + math.cos(math.pi * done))
 
@@ -415,18 +461,10 @@ def train_mirror(classifier: torch.nn.Module, train: Dataset, cfg: MirrorTrainCo
                 set_lr(step)
             bi = mix_hard(perm[i:i + cfg.batch_size], run.pool, cfg.hard_share, gen)
             s = sample_batch(run, cfg, train, train.images[bi].to(device), train.labels[bi].to(device), gen, device)
-            g = decoder_losses(run, cfg, s)
-            run.opt_g.zero_grad(set_to_none=True)
-            g["loss"].backward()
-            run.opt_g.step()
-            d_loss = discriminator_loss(run, s, g["fakes"], g["w_fake"])
-            run.opt_d.zero_grad(set_to_none=True)
-            d_loss.backward()
-            run.opt_d.step()
+            B = len(bi)
+            vals = _step(run, run_g, d_step, cfg, ddp.slice_batch(s, ddp.my_slice(B, d), B) if d.comm else s, B, d)
             step += 1
-            timed_out = time_limit is not None and time.perf_counter() - t_start >= time_limit
-            vals = {name: float(v.detach()) for name, v in (*g["terms"].items(), ("d", d_loss))}
-            B = s["x"].shape[0]
+            timed_out = time_limit is not None and elapsed() >= time_limit
             for key in keys:
                 sums[key] += vals[key] * B
             seen += B

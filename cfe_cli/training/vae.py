@@ -20,7 +20,7 @@ from cfe_cli.training.loops import Progress
 def train_vae_job(folder: Path, loaded: LoadedClassifier, dataset: str, *, epochs: int | None, batch_size: int | None,
                device: torch.device, data_dir: str | os.PathLike[str] | None, seed: int, max_steps: int | None,
                command: str, progress: Progress | None) -> dict[str, Any]:
-    from cfe_cli import descriptors
+    from cfe_cli import descriptors, distributed
     from cfe_cli.attributions import fit_probes
     from cfe_cli.models.generators import ConvVAE, default_vae_config
     from cfe_cli.models.weights import save_probes
@@ -33,9 +33,17 @@ def train_vae_job(folder: Path, loaded: LoadedClassifier, dataset: str, *, epoch
     vcfg = default_vae_config(train.channels, res)
     vae = ConvVAE(vcfg)
     cfg = VAETrainConfig(epochs=epochs or 20, batch_size=batch_size or 128, seed=seed)
+    d = distributed.context()
+    if cfg.batch_size % d.world:
+        raise InputError(f"--batch-size {cfg.batch_size} is the global batch: give a multiple of the {d.world} "
+                         "processes")
     start = time.perf_counter()
-    history = train_vae(vae, train, cfg, device=device, progress=progress, max_steps=max_steps)
+    history = train_vae(vae, train, cfg, device=device, progress=progress if d.main else None, max_steps=max_steps,
+                        dist=d)
     seconds = time.perf_counter() - start
+    distributed.finish(d)  # the last collective was the last step
+    if not d.main:  # rank 0 measures, saves the VAE and fits the probes
+        return {"path": str(folder / "vae.safetensors"), "seconds": seconds, "history": history}
     with torch.inference_mode():
         mu_te = torch.cat([vae.encode(test.images[i:i + 512])[0] for i in range(0, len(test), 512)])
         rec = torch.cat([vae.decode(mu_te[i:i + 512]) for i in range(0, len(test), 512)])
