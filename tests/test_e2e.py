@@ -211,6 +211,7 @@ def test_evaluate_writes_fid_and_lpips_only_with_verified_files(tiny_model, tmp_
     assert "fid" in doc["notes"] and "lpips" in doc["notes"]
 
 
+@pytest.mark.slow
 def test_evaluate_sources_predicted_or_correctly_classified(tiny_model, tmp_path):
     """`--sources correct` explains only images whose label is the source too; rows say how many were."""
     from cfe_cli import api
@@ -242,6 +243,7 @@ def test_evaluate_sources_predicted_or_correctly_classified(tiny_model, tmp_path
     assert "Traceback" not in r.output
 
 
+@pytest.mark.slow
 def test_hard_share_trains_on_the_images_the_classifier_is_unsure_of(tiny_model, tmp_path):
     """`train-gen --hard-share` draws that share of each batch from the ambiguous training images."""
     from cfe_cli.data import load_dataset
@@ -298,6 +300,7 @@ def test_time_limit_stops_decoder_training_and_saves(tiny_model, tmp_path):
     assert r.exit_code == 1 and "--time-limit must be a positive number of seconds" in r.output
 
 
+@pytest.mark.slow
 def test_decoder_width_is_set_stored_and_kept_by_init(tiny_model, tmp_path):
     """`train-gen --width/--min-width` build a wider decoder, stored in its config; --init keeps it."""
     from cfe_cli.models.weights import load_decoder

@@ -104,6 +104,7 @@ def test_spatial_prior_mask_grows_with_k():
     assert m.shape == (2, 1, 24, 24) and set(m.unique().tolist()) <= {0.0, 1.0}
 
 
+@pytest.mark.slow
 def test_first_cfe_search_matches_the_exhaustive_sweep():
     """The fast search finds the same 1st CFE as decoding all 100 k's (shipped MNIST model, real digits)."""
     from cfe_cli import api
@@ -551,6 +552,7 @@ def test_csp_rho_at_inference_changes_only_the_end_of_the_path(tmp_path):
         assert r.exit_code == 1 and msg in r.output and "Traceback" not in r.output, r.output
 
 
+@pytest.mark.slow
 def test_an_input_fails_only_when_no_grid_k_reaches_the_target():
     """%Fail's definition: an input whose path enters the target only between the search's probes
     (shipped Fashion-MNIST model, Shirt -> Coat, where such paths occur) still gets its 1st CFE."""
