@@ -136,3 +136,20 @@ def test_cli_imports_without_torch():
     code = "import sys, cfe_cli.cli; print('torch' in sys.modules)"
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert r.stdout.strip() == "False", r.stderr
+
+
+def test_models_table_fits_80_columns_without_cutting_names(monkeypatch):
+    """At 80 columns every model and class name is shown whole (wrapped between words, never "eosinophi…");
+    the columns left out are named under the table."""
+    import sys
+
+    monkeypatch.setattr(sys.modules["cfe_cli.cli.app"].console, "width", 80)
+    r = runner.invoke(app, ["models"])
+    assert r.exit_code == 0, r.output
+    lines = r.stdout.splitlines()
+    assert max(len(ln) for ln in lines) <= 80
+    assert "…" not in r.stdout
+    words = " ".join(ln.strip("│ ") for ln in lines)
+    for name in ("bloodmnist", "fashion-mnist", "eosinophil", "erythroblast", "Ankle boot"):
+        assert name in words or name.replace(" ", "") in words.replace(" ", "")
+    assert "not shown at this width" in r.stdout and "--wide" in r.stdout

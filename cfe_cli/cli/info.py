@@ -24,10 +24,13 @@ from cfe_cli.errors import NotImplementedYet
 
 @app.command("models")
 @handle_errors
-def models(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
+def models(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+           wide: Annotated[bool, typer.Option("--wide", help="Every column, even past the terminal's width.")]
+           = False) -> None:
     """List every model found (weights/, ./weights, $CFE_WEIGHTS_DIR, ~/.cache/cfe/weights) and the buildable
     ones that cannot ship (CelebA)."""
     from cfe_cli import api
+    from cfe_cli.cli.tables import fit_table, print_wide
 
     found = api.models()
     if as_json:
@@ -36,24 +39,43 @@ def models(as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] 
     if not found:
         console.print("no models found")
         return
-    t = Table(title="models")
-    for col in ("name", "dataset", "res", "test acc", "classes", "generators", "oracle"):
-        t.add_column(col)
+    notes: list[str] = []
     for m in found:
-        if "error" in m:
-            t.add_row(m["name"], Text(str(m["error"]), style="red"), "", "", "", "", "")
-            continue
-        acc = m.get("test_accuracy")
-        accs = "-" if acc is None else f"{acc * 100:.2f} %"
-        gens: str | Text = ", ".join(m["generators"]) or "-"
         if not m.get("installed", True):
-            accs, gens = accs + "¹", _tagged("not installed", "yellow", f": {m['train']}")
-        t.add_row(m["name"], str(m["dataset"]), f"{m['resolution']}²×{m['channels']}", accs,
-                  ", ".join(m["classes"] or []), gens, "yes" if m["oracle"] else "-")
-    if any(not m.get("installed", True) for m in found):
-        t.caption = ("¹ measured when the recipe was trained (see its card); CelebA's licence forbids shipping "
-                     "these weights, so they are built locally")
-    console.print(t)
+            notes.append(f"{m['name']}: {m['train']}")
+    cols = ("name", "dataset", "res", "test acc", "classes", "generators", "oracle")
+
+    def build(shown: list[str]) -> Table:
+        t = Table(title="models", caption_justify="left")
+        for col in shown:  # names are never cut; class names wrap between words
+            t.add_column(col, no_wrap=col not in ("classes", "generators"), overflow="fold",
+                         max_width=None if wide or col != "classes" else 34)
+        for m in found:
+            if "error" in m:
+                cells = {"name": m["name"], "dataset": Text(str(m["error"]), style="red")}
+            else:
+                acc = m.get("test_accuracy")
+                accs = "-" if acc is None else f"{acc * 100:.2f} %"
+                gens: str | Text = ", ".join(m["generators"]) or "-"
+                if not m.get("installed", True):
+                    accs, gens = accs + "¹", _tagged("not built²", "yellow")
+                names = list(m["classes"] or [])
+                cells = {"name": m["name"], "dataset": str(m["dataset"]),
+                         "res": f"{m['resolution']}²×{m['channels']}", "test acc": accs,
+                         "classes": f"{len(names)}: " + ", ".join(names) if names else "-",
+                         "generators": gens, "oracle": "yes" if m["oracle"] else "-"}
+            t.add_row(*(cells.get(c, "") for c in shown))
+        return t
+
+    table, dropped = fit_table(console, build, cols, ("res", "oracle", "dataset", "generators"), wide)
+    caption = []
+    if notes:
+        caption += ["¹ measured when the recipe was trained (see its card); CelebA's licence forbids shipping "
+                    "these weights, so they are built locally", "² build: " + "; ".join(notes)]
+    if dropped:
+        caption.append(f"not shown at this width: {', '.join(dropped)} (--wide or --json shows them)")
+    table.caption = "\n".join(caption) or None
+    print_wide(console, table, wide)
 
 
 @app.command("datasets")
