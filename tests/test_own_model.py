@@ -277,3 +277,33 @@ def test_folder_layouts_classes_txt_and_datasets_listing(tmp_path):
     (flat / "classes.txt").write_text("stripes\nsquare\n")
     _one_line_error(["predict", f"folder:{flat}:test:0", "--model", "mnist"], "classes.txt must list each class",
                     "folders not listed: circle")
+
+
+def test_classes_option_names_or_refuses(in_elsewhere):
+    """--classes renames the classes in logit order; a wrong count or a mere reordering of the data's names is
+    refused in one line that says what to do."""
+    own = in_elsewhere
+    r = _import(own, "named", "--classes", "round,boxy,lined")
+    assert r["classes"] == ["round", "boxy", "lined"]
+    pred = json.loads(_ok(["predict", f"folder:{own['shapes']}:test:0", "--model", "named", "--json"]))
+    assert pred["results"][0]["prediction"] in ("round", "boxy", "lined")
+    base = ["import-model", "named2", "--classifier", f"{own['net']}:make_net", "--weights", str(own["weights"]),
+            "--data", f"folder:{own['shapes']}"]
+    _one_line_error([*base, "--classes", "a,b"], "--classes names 2 classes", "has 3")
+    _one_line_error([*base, "--classes", "square,circle,stripes"], "another order", "classes.txt")
+
+
+def test_decoder_of_a_replaced_classifier_is_refused(in_elsewhere):
+    """A model folder's mirror.safetensors trained for the classifier imported before --force replaced it is
+    refused with the command that retrains it, not used silently."""
+    own = in_elsewhere
+    _import(own, "stale")
+    _ok(["train-gen", "--model", "stale", "--method", "mirror", "--max-steps", "1", "--batch-size", "8"])
+    from safetensors.torch import load_file
+
+    changed = {k: (v + 0.01 if v.is_floating_point() else v) for k, v in load_file(str(own["weights"])).items()}
+    other = own["root"] / "other.safetensors"
+    save_file(changed, str(other))
+    _import(own, "stale", "--weights", str(other))
+    _one_line_error(["explain", f"folder:{own['shapes']}:test:0", "--model", "stale", "--target", "square",
+                     "--out", "o"], "trained for another classifier", "cfe train-gen --model stale --method mirror")
