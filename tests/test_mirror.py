@@ -615,3 +615,43 @@ def test_residual_decoding_starts_at_the_source_and_adds_the_decoders_edit(tmp_p
                                  "--out", str(out), "--data-dir", str(root)])
     assert r.exit_code == 1 and "Traceback" not in r.output
     assert "--residual is not an option of --method pgd (methods that take it: mirror)" in r.output
+
+
+@pytest.mark.slow  # four short train-gen runs with their checks, ~40 s
+def test_init_continues_the_discriminator_and_optimisers_saved_beside_the_decoder(tmp_path):
+    """train-gen writes <decoder>.train-state.safetensors (D and both Adam states); --init of that decoder
+    continues them (Adam's step count goes on, D's weights are the saved ones), --fresh-state does not, and
+    a discriminator of another kind starts afresh while the decoder's Adam state still continues."""
+    from safetensors.torch import load_file
+    from typer.testing import CliRunner
+
+    from cfe_cli.cli import app
+    from cfe_cli.models.weights import read_metadata
+    from tests.conftest import need
+
+    root = need("mnist")
+    runner = CliRunner()
+
+    def train(out: str, init: str, *extra: str) -> dict:
+        r = runner.invoke(app, ["train-gen", "--model", "mnist", "--init", init, "--batch-size", "8",
+                                "--disc", "class", "--out", str(tmp_path / out), "--data-dir", str(root),
+                                "--device", "cpu", *extra])
+        assert r.exit_code == 0, r.output
+        return read_metadata(tmp_path / out)["info"]["state"]
+
+    assert train("a.safetensors", "weights/mnist/mirror.safetensors", "--max-steps", "2") == {
+        "from": None, "continued": []}
+    a = load_file(str(tmp_path / "a.train-state.safetensors"))
+    assert a["opt_g.0.step"].item() == 2 and any(k.startswith("D.") for k in a)
+    st = train("b.safetensors", str(tmp_path / "a.safetensors"), "--max-steps", "1", "--lr", "1e-12",
+               "--lr-d", "1e-12")
+    assert st == {"from": str(tmp_path / "a.train-state.safetensors"), "continued": ["D", "opt_d", "opt_g"]}
+    b = load_file(str(tmp_path / "b.train-state.safetensors"))
+    assert b["opt_g.0.step"].item() == 3 and b["opt_d.0.step"].item() == 3
+    for k in (k for k in a if k.startswith("D.") and k.endswith("weight_orig")):
+        assert torch.allclose(a[k], b[k], atol=1e-6), k
+    assert train("c.safetensors", str(tmp_path / "a.safetensors"), "--max-steps", "1", "--fresh-state") == {
+        "from": None, "continued": []}
+    assert load_file(str(tmp_path / "c.train-state.safetensors"))["opt_g.0.step"].item() == 1
+    st = train("d.safetensors", str(tmp_path / "a.safetensors"), "--max-steps", "1", "--disc", "patch")
+    assert st["continued"] == ["opt_g"]

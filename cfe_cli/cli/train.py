@@ -121,6 +121,10 @@ def train_gen(
     time_limit: Annotated[float | None, typer.Option("--time-limit", rich_help_panel=PANEL_DEC,
                                                      help="Stop training after this many seconds and save (cosine "
                                                           "schedules decay over it).")] = None,
+    fresh_state: Annotated[bool, typer.Option(
+        "--fresh-state", rich_help_panel=PANEL_DEC,
+        help="With --init: start the discriminator and optimisers afresh instead of continuing the "
+             "<decoder>.train-state.safetensors saved beside it.")] = False,
     config: Annotated[Path | None, typer.Option(
         "--config", rich_help_panel=PANEL_DEC,
         help="A TOML file of MirrorTrainConfig fields (its [mirror] table), e.g. lambda_adv = 0.5; flags and "
@@ -148,7 +152,8 @@ def train_gen(
     with progress_bar(f"train-gen {method}", fields) as update:
         r = api.train_gen(model, method=method, epochs=epochs, batch_size=batch_size, lr=lr, device=device,
                           data_dir=data_dir, seed=seed, max_steps=max_steps, classifier=classifier, weights=weights,
-                          out=out, init=init, time_limit=time_limit, config=config, settings=settings,
+                          out=out, init=init, time_limit=time_limit, fresh_state=fresh_state, config=config,
+                          settings=settings,
                           command=command_line(), progress=update, **opts)
     _print_generator(method, r)
 
@@ -175,6 +180,12 @@ def _print_generator(method: str, r: dict[str, Any]) -> None:
                   f"check on {r['n']} test images "
                   f"(runner-up target): validity {r['validity']:.3f}, reflection validity "
                   f"{r['reflection_validity']:.3f}, reconstruction L1 {r['reconstruction_l1']:.4f}"))
+    st = r.get("state") or {}
+    if st.get("from"):
+        console.print(f"continued {', '.join(st['continued']) or 'nothing (it did not fit)'} from {st['from']}")
+    if r.get("state_path"):
+        console.print(f"training state (discriminator, optimisers) -> {r['state_path']}: --init {r['path']} "
+                      "continues it")
     last = r["history"][-1] if r["history"] else {}
     if "stopped_at_step" in last:
         console.print(f"stopped at the time limit ({last['time_limit']:g} s) after {last['stopped_at_step']} of "

@@ -112,6 +112,7 @@ def train_gen(
     out: str | os.PathLike[str] | None = None,
     init: str | os.PathLike[str] | None = None,
     time_limit: float | None = None,
+    fresh_state: bool = False,
     config: str | os.PathLike[str] | None = None,
     settings: list[str] | None = None,
     command: str = "",
@@ -138,6 +139,12 @@ def train_gen(
     ``settings`` ``["key=value", ...]`` (later sources win). ``init`` fine-tunes a decoder file
     (a skip decoder keeps its skips and CSP thresholds); ``time_limit`` (seconds) stops
     training there and saves (a cosine schedule then decays over the time instead).
+
+    Beside the decoder a Mirror-CFE run writes ``<name>.train-state.safetensors``: its
+    discriminator and both Adam states. ``init`` continues them when that file lies beside the
+    decoder it names (what fits: see :func:`~cfe_cli.training.mirror.load_run_state`), so a run
+    continued across sessions does not restart against an untrained discriminator;
+    ``fresh_state`` starts them afresh.
     """
     if method not in GENERATORS:
         raise InputError(f"unknown generator method '{method}'; available: {', '.join(GENERATORS)}")
@@ -155,8 +162,9 @@ def train_gen(
     dev = resolve_device(distributed.device_name(device, d))
     folder = resolve_model(model)
     _check_outputs(method, classifier, out)
-    if method != "mirror" and (opts or init is not None or time_limit is not None):
-        given = sorted([*opts, *(["init"] if init is not None else []), *(["time_limit"] if time_limit else [])])
+    if method != "mirror" and (opts or init is not None or time_limit is not None or fresh_state):
+        given = sorted([*opts, *(["init"] if init is not None else []), *(["time_limit"] if time_limit else []),
+                        *(["fresh_state"] if fresh_state else [])])
         raise InputError(f"{', '.join('--' + k.replace('_', '-') for k in given)}: options of --method mirror "
                          "(the decoder's MirrorTrainConfig)")
     if time_limit is not None and not time_limit > 0:
@@ -178,7 +186,7 @@ def train_gen(
         if v is not None:
             opts[key] = v
     return _train_mirror_job(folder, loaded, dataset, opts, init=init, time_limit=time_limit, out=out,
-                             classifier=classifier, **common)
+                             classifier=classifier, fresh_state=fresh_state, **common)
 
 
 def _check_outputs(method: str, classifier: str | None, out: str | os.PathLike[str] | None) -> None:
@@ -205,8 +213,29 @@ def _load_init(init: str | os.PathLike[str], dev: torch.device) -> tuple[torch.n
     return start_dec, earlier
 
 
+def state_path(decoder: str | os.PathLike[str]) -> Path:
+    """Where a Mirror-CFE run keeps what the decoder file does not: ``mirror.safetensors`` ->
+    ``mirror.train-state.safetensors`` (discriminator and Adam states, for ``--init`` continuations)."""
+    p = Path(decoder)
+    return p.with_name(p.name.removesuffix(".safetensors") + ".train-state.safetensors")
+
+
+def _load_state(init: str | os.PathLike[str] | None, fresh: bool) -> dict[str, Any]:
+    """The training state saved beside ``init`` (``{"tensors", "from"}``), or ``{}``."""
+    if init is None or fresh or not state_path(init).is_file():
+        return {}
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = state_path(init)
+    try:
+        return {"tensors": load_file(str(path)), "from": str(path)}
+    except (SafetensorError, OSError, ValueError) as e:
+        raise InputError(f"cannot read the training state {path} ({e}); --fresh-state starts afresh") from None
+
+
 def _train_mirror_job(folder: Path, loaded: LoadedClassifier, dataset: str, opts: dict[str, Any], *,
-                      init: str | os.PathLike[str] | None, time_limit: float | None,
+                      init: str | os.PathLike[str] | None, time_limit: float | None, fresh_state: bool,
                       out: str | os.PathLike[str] | None, classifier: str | None, device: torch.device,
                       data_dir: str | os.PathLike[str] | None, max_steps: int | None, command: str,
                       progress: Progress | None, **_: Any) -> dict[str, Any]:
@@ -225,10 +254,12 @@ def _train_mirror_job(folder: Path, loaded: LoadedClassifier, dataset: str, opts
                          "processes")
     seed_everything(cfg.seed)
     train = load_dataset(dataset, "train", root=data_dir, size=loaded.config.resolution)
+    state = _load_state(init, fresh_state)
+    state_from = state.pop("from", None)
     start = time.perf_counter()
     try:
         dec, history = train_mirror(loaded.model, train, cfg, device=device, progress=progress if d.main else None,
-                                    max_steps=max_steps, time_limit=time_limit, init=start_dec, dist=d)
+                                    max_steps=max_steps, time_limit=time_limit, init=start_dec, dist=d, state=state)
     except ValueError as e:  # --init decoder of another shape, or skips without classifier stages
         raise InputError(f"--init {init}: {e}" if init is not None else str(e)) from None
     seconds = time.perf_counter() - start
@@ -241,15 +272,19 @@ def _train_mirror_job(folder: Path, loaded: LoadedClassifier, dataset: str, opts
             "history": history, "earlier_training": earlier, "seconds": round(seconds, 1), "device": str(device),
             "time_limit": time_limit, "command": command, "check": check,
             "trained_at": time.strftime("%Y-%m-%d %H:%M:%S"), "torch": torch.__version__,
-            "classifier_sha256": loaded.info.get("classifier_sha256") or file_sha256(loaded.path)}
+            "classifier_sha256": loaded.info.get("classifier_sha256") or file_sha256(loaded.path),
+            "state": {"from": state_from, "continued": state.get("continued", [])}}
     if classifier is not None:
         info["external_classifier"] = classifier
     target = Path(out) if out is not None else folder / "mirror.safetensors"
     try:
         path = save_module(target, dec, kind="mirror", config=dec.config.to_dict(), info=info)
+        save_module(state_path(target), state["tensors"], kind="mirror-train-state",
+                    config={"disc": cfg.disc}, info={"decoder": target.name, "trained_at": info["trained_at"]})
     except OSError as e:
         raise InputError(f"cannot write {target}: {e.strerror or e}") from None
-    return {"path": str(path), "seconds": seconds, "history": history, **check}
+    return {"path": str(path), "seconds": seconds, "history": history, "state": info["state"],
+            "state_path": str(state_path(target)), **check}
 
 
 def _quick_check(loaded: LoadedClassifier, dec: torch.nn.Module, dataset: str,
