@@ -439,27 +439,17 @@ def train_mirror(classifier: torch.nn.Module, train: Dataset, cfg: MirrorTrainCo
 
     ``adv_focus="edit"`` (skip decoders): the fake terms of both GAN losses average only over
     the discriminator patches inside the CSP mask (dilated by a patch, :func:`edit_weights`).
-    Outside it x_k carries the source's own skip features, so scoring those patches as fake
-    teaches the discriminator noise and spreads its signal over the unedited face.
 
-    ``init``: a trained decoder to fine-tune (same config); the discriminator starts afresh unless
-    ``state`` brings the one it was trained against.
+    ``init``: a trained decoder to fine-tune (same config). ``state``: a dict; ``state["tensors"]``, if
+    given, is the :func:`run_state` (D, Adam states) of the run that wrote ``init``, continued where it
+    fits (``state["continued"]``); on return it holds this run's. Otherwise D starts afresh.
 
-    ``state``: a dict; on entry ``state["tensors"]`` (if present) is the :func:`run_state` of the run
-    that wrote ``init`` (D and both Adam states, loaded where they fit: ``state["continued"]`` lists
-    what was); on return ``state["tensors"]`` is this run's, for the next continuation. A short
-    fine-tune against a fresh discriminator costs realism: 428 steps of the shipped Fashion-MNIST
-    recipe from the shipped decoder raised its reflections' FD 74.9 → 80.8 and 56.7 → 63.6
-    (Coat ↔ Shirt, docs/experiments/2026-12-07-realism.md).
+    ``time_limit`` (seconds): stop after the step that passes it; with the cosine schedule the rate
+    follows whichever of steps and time is further along, so it still ends decayed. The last
+    history entry then has ``stopped_at_step`` and ``time_limit``.
 
-    ``time_limit`` (seconds): stop after the step that passes it (the run is then shorter than
-    its epochs / ``max_steps``); with the cosine schedule the learning rate follows whichever of
-    steps and time is further along, so a time-limited run still ends with the rate decayed.
-    The last history entry then has ``stopped_at_step`` and ``time_limit``.
-
-    ``hard_share``: each batch entry is, with this probability, a training image the classifier
-    is unsure of (top probability below ``hard_below``, :func:`hard_pool`) instead of a uniform one.
-
+    ``hard_share``: each batch entry is, with this probability, an image the classifier is unsure of
+    (top probability below ``hard_below``, :func:`hard_pool`) instead of a uniform one.
     ``dist`` (torchrun): every rank samples the whole global batch (augmentation, targets, k,
     references and the frozen classifier's features: the 1-process draws) and trains G and D on its
     slice (DDP, losses scaled to the global mean; G and D have no batch statistics). ``time_limit``
@@ -474,7 +464,7 @@ def train_mirror(classifier: torch.nn.Module, train: Dataset, cfg: MirrorTrainCo
     gen = torch.Generator().manual_seed(cfg.seed)
     torch.manual_seed(cfg.seed)
     run = build_run(classifier, train, cfg, device, init)
-    if state is not None and "tensors" in state:  # the discriminator and Adam moments of the run that wrote init
+    if state is not None and "tensors" in state:  # the D and Adam moments of the run that wrote init
         state["continued"] = load_run_state(run, {k: v.to(device) for k, v in state.pop("tensors").items()})
     run_g = replace(run, G=ddp.wrap(run.G, d, torch.device(device)))  # the DDP decoder for the G step
     d_step = ddp.wrap(_DiscriminatorLoss(run.D, run.amp), d, torch.device(device))
@@ -524,7 +514,7 @@ def train_mirror(classifier: torch.nn.Module, train: Dataset, cfg: MirrorTrainCo
                                if timed_out and step < total else {})})
         if step >= total or timed_out:
             break
-    if state is not None:
+    if state is not None:  # for the next continuation
         state["tensors"] = {k: v.detach().cpu() for k, v in run_state(run).items()}
     run.G.eval().cpu()
     return run.G, history
