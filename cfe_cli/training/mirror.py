@@ -433,9 +433,8 @@ def train_mirror(classifier: torch.nn.Module, train: Dataset, cfg: MirrorTrainCo
     L_rec = |x − x̂|₁, L_fea = ‖z_k − GAP(F(x_k))‖₂, L_tri (CFE branch: a real image of
     class t; SFE branch: another image of class s).
 
-    ``disc="class"``: the discriminator is class-conditional (projection): real images are
-    scored with their label, x_k with the head's class at z_k and x̂ with s, so a reflection is
-    pushed to look like a real image *of the target class*, not just like any real image.
+    ``disc="class"``: the discriminator is class-conditional (projection): real images are scored
+    with their label, x_k with the head's class at z_k and x̂ with s (a real image *of class t*).
 
     ``adv_focus="edit"`` (skip decoders): the fake terms of both GAN losses average only over
     the discriminator patches inside the CSP mask (dilated by a patch, :func:`edit_weights`).
