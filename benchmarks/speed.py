@@ -54,10 +54,16 @@ def _cpuinfo() -> str:
         return ""
 
 
-def bench(model: str, method: str, batch_sizes: list[int], n: int, device: str, precision: str = "auto",
+def bench(model: str, spec: str, batch_sizes: list[int], n: int, device: str, precision: str = "auto",
           compile: bool = False) -> list[dict]:
+    """CF/s of one method; ``spec`` is a method name with optional ``+onnx`` (Mirror-CFE's --backend onnx)
+    and ``+fp32``/``+bf16`` (this row's precision), e.g. ``mirror+onnx`` or ``mirror+fp32``."""
+    method, *tags = spec.split("+")
+    options = {"backend": "onnx"} if "onnx" in tags else {}
+    precision = next((t for t in tags if t in ("fp32", "bf16")), precision)
     t0 = time.perf_counter()
-    ex = api.Explainer(model, method, device=device, precision=precision, compile=compile and method == "mirror")
+    ex = api.Explainer(model, method, device=device, precision=precision, compile=compile and method == "mirror",
+                       **options)
     data = load_dataset(ex.clf.info["dataset"], "test", size=ex.clf.config.resolution)
     rows = []
     if compile and method == "mirror":  # one compilation (dynamic shapes) serves every batch size
@@ -80,7 +86,7 @@ def bench(model: str, method: str, batch_sizes: list[int], n: int, device: str, 
         sec = time.perf_counter() - t0
         mem = (torch.cuda.max_memory_allocated(ex.device) / 2**20 if ex.device.type == "cuda"
                else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
-        rows.append({"method": method, "batch_size": bs, "n": done, "seconds": round(sec, 3),
+        rows.append({"method": spec, "batch_size": bs, "n": done, "seconds": round(sec, 3),
                      "cf_per_second": round(done / sec, 1), "validity": round(valid / max(done, 1), 4),
                      f"{ex.impl.steps_name}_per_input": round(steps / max(done, 1), 2),
                      "peak_memory_mb": round(mem, 1), "device": str(ex.device), "precision": ex.precision,
@@ -94,8 +100,11 @@ def ratios(rows: list[dict]) -> list[dict]:
     out = []
     by = {(r["method"], r["batch_size"]): r["cf_per_second"] for r in rows}
     for (m, bs), v in by.items():
-        if m != "mirror" and ("mirror", bs) in by:
-            out.append({"batch_size": bs, "ratio": f"mirror/{m}", "value": round(by[("mirror", bs)] / v, 2)})
+        if m.startswith("mirror"):
+            continue
+        for (mm, bb), vm in by.items():
+            if mm.startswith("mirror") and bb == bs:
+                out.append({"batch_size": bs, "ratio": f"{mm}/{m}", "value": round(vm / v, 2)})
     return out
 
 
@@ -153,7 +162,8 @@ def video(model: str, device: str) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="mnist")
-    ap.add_argument("--methods", default="mirror,attack,pgd")
+    ap.add_argument("--methods", default="mirror,attack,pgd",
+                    help="methods; mirror+onnx: --backend onnx, mirror+fp32 / mirror+bf16: that precision")
     ap.add_argument("--batch-sizes", default="1,16,64,256")
     ap.add_argument("--n", type=int, default=512)
     ap.add_argument("--device", default="cpu")

@@ -65,6 +65,8 @@ class Explainer:
             self.clf = load_any_classifier(self.folder, self.device, classifier, weights)
             channels_last(self.clf.model)
         self.classes = self.clf.classes
+        if getattr(config, "backend", "torch") == "onnx" and precision == "auto":
+            precision = "fp32"  # ONNX Runtime runs the networks in float32
         self.precision_info = resolve_precision(precision, self.device)
         self.precision = precision = self.precision_info.name
         setup = Setup(self.folder, self.clf, self.device, threshold=threshold, precision=precision,

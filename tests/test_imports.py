@@ -17,7 +17,7 @@ LAYERS = {
     "engine": 2,
     "models": 1, "data": 1, "inputs": 1, "attributions": 1, "descriptors": 1, "features": 1, "fid": 1, "lpips": 1,
     "identity": 1, "runtime": 1, "precision": 1, "oracle_effnet": 1, "realism": 1, "folders": 1, "distributed": 1,
-    "image_scores": 1,
+    "image_scores": 1, "onnx_backend": 1,
     "results": 0, "files": 0, "config": 0, "errors": 0, "metrics": 0, "render": 0, "geometry": 0, "legend": 0,
     "__init__": 0,
     "__main__": 6,

@@ -65,6 +65,9 @@ class MirrorCFE:
             plus the decoder's edit, so k = 0 returns the source exactly and detail the decoder
             cannot redraw (a face's mouth) is kept; the classifier still judges the returned
             image. Off by default (the paper decodes G(f_k) itself); one extra decode per input.
+        backend: ``"torch"`` (default) or ``"onnx"``: the decoder's and the classifier's passes on
+            decoded images run on ONNX Runtime's CPU provider (:mod:`cfe_cli.onnx_backend`;
+            exported once per weights, cached; float32, CPU only).
 
     Example:
         >>> m = MirrorCFE(clf, dec)                       # doctest: +SKIP
@@ -74,9 +77,10 @@ class MirrorCFE:
     def __init__(self, classifier: torch.nn.Module, decoder: torch.nn.Module, *, refine: str = "exact",
                  grid: int = 100, coarse: int = 4, precision: str = "fp32", compile: bool = False,
                  csp_rho: tuple[float, float] | None = None, exact_fail: bool = True,
-                 residual: bool = False) -> None:
+                 residual: bool = False, backend: str = "torch") -> None:
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+        _check_backend(backend, precision, compile, decoder)
         self.clf = classifier
         # channels-last convolutions (the module is converted in place): ~15-25 % faster
         # decoding on CPU (mkldnn), the usual layout on CUDA
@@ -89,6 +93,11 @@ class MirrorCFE:
         if compile:
             self._dec_fn = torch.compile(self.dec, dynamic=True)  # type: ignore[assignment]
             self._clf_fn = torch.compile(classifier, dynamic=True)  # type: ignore[assignment]
+        if backend == "onnx":
+            from cfe_cli.onnx_backend import OrtFunction
+
+            self._dec_fn = OrtFunction(self.dec, "decoder")  # type: ignore[assignment]
+            self._clf_fn = OrtFunction(classifier, "classifier")  # type: ignore[assignment]
         self.refine = refine
         self.grid = grid
         self.coarse = max(2, min(coarse, grid))
@@ -358,6 +367,26 @@ class MirrorCFE:
         return {"ks": ks, "x": x, "predicted": torch.cat(ps).view(B, frames, -1), "intended": intended}
 
 
+BACKENDS = ("torch", "onnx")
+
+
+def _check_backend(backend: str, precision: str, compile: bool, decoder: torch.nn.Module) -> None:
+    """ONNX Runtime runs the float32 networks on the CPU, instead of torch.compile."""
+    if backend not in BACKENDS:
+        raise InputError(f"unknown --backend '{backend}'; available: {', '.join(BACKENDS)}")
+    if backend == "torch":
+        return
+    from cfe_cli.onnx_backend import require
+
+    require()
+    if precision != "fp32":
+        raise InputError("--backend onnx runs in float32: use --precision fp32 (or auto)")
+    if compile:
+        raise InputError("--backend onnx and --compile are two ways to speed up the same passes: choose one")
+    if next(decoder.parameters()).device.type != "cpu":
+        raise InputError("--backend onnx runs on the CPU: use --device cpu (on CUDA the torch backend is the fast one)")
+
+
 def check_rho(rho: tuple[float, float]) -> None:
     """The CSP thresholds (ρ_l, ρ_u) must satisfy 0 <= ρ_l <= ρ_u <= 1."""
     if not 0.0 <= rho[0] <= rho[1] <= 1.0:
@@ -372,6 +401,8 @@ class MirrorConfig:
         "flag": "--csp-rho", "help": "skip decoders: CSP thresholds LOW,HIGH instead of the decoder's own"})
     residual: bool = field(default=False, metadata={
         "flag": "--residual", "help": "x_k = source + G(f_k) − G(f_s)"})
+    backend: str = field(default="torch", metadata={
+        "flag": "--backend", "help": "torch, or onnx: decoder and classifier on ONNX Runtime (CPU; cfe[onnx])"})
     refine: str = "exact"  # multi-class refinement of f_r: exact (closed form), lbfgs (the paper's) or none
     grid: int = 100  # k grid of the 1st-CFE search (the videos' 100)
 
@@ -404,7 +435,8 @@ class Mirror(Method):
                 raise InputError("--csp-rho sets the CSP mask of a skip decoder; this decoder has no skips")
             check_rho(rho)
         cfe = MirrorCFE(setup.classifier.model, dec, refine=config.refine, grid=config.grid,
-                        precision=setup.precision, compile=setup.compile, csp_rho=rho, residual=bool(config.residual))
+                        precision=setup.precision, compile=setup.compile, csp_rho=rho, residual=bool(config.residual),
+                        backend=config.backend)
         return cls(cfe, config)
 
     def explain(self, x: Tensor, target: Tensor | None = None, *, probs: Tensor | None = None,
