@@ -173,8 +173,8 @@ def run(objective: Objective, ctx: Context, cfg: EngineConfig) -> EngineResult:
         passed = (p_t >= cfg.threshold) & (p.argmax(1) == sub.target)
         # running rows track the latest iterate (the success point for rows passing now;
         # the last iterate for rows that never pass)
-        if best_x is None:
-            best_x = x.detach().clone()
+        if best_x is None:  # float32 under bf16 autocast too: the final verdict runs without autocast
+            best_x = x.detach().float().clone()
         else:
             best_x[act] = x.detach().to(best_x.dtype)
         best_v[act] = v.detach()

@@ -138,13 +138,18 @@ def test_cli_imports_without_torch():
     assert r.stdout.strip() == "False", r.stderr
 
 
-def test_models_table_fits_80_columns_without_cutting_names(monkeypatch):
+def test_models_table_fits_80_columns_without_cutting_names():
     """At 80 columns every model and class name is shown whole (wrapped between words, never "eosinophi…");
     the columns left out are named under the table."""
     import sys
 
-    monkeypatch.setattr(sys.modules["cfe_cli.cli.app"].console, "width", 80)
-    r = runner.invoke(app, ["models"])
+    console = sys.modules["cfe_cli.cli.app"].console
+    saved = console._width  # None: the console follows the terminal, which later tests rely on
+    console.width = 80
+    try:
+        r = runner.invoke(app, ["models"])
+    finally:
+        console._width = saved
     assert r.exit_code == 0, r.output
     lines = r.stdout.splitlines()
     assert max(len(ln) for ln in lines) <= 80
