@@ -4,9 +4,10 @@
 exported once per weights (``torch.onnx.export``, dynamic batch) into the cache
 (``$CFE_CACHE_DIR/onnx`` or ``~/.cache/cfe/onnx``, one folder per hash of the weights, the
 input shapes and the torch version) and then run by an ``InferenceSession`` with as many
-threads as torch has. The outputs agree with torch's to ~1e-5; measured on 512 MNIST test
-images, every 1st-CFE index equals the torch path's and a counterfactual costs ~1.35x less
-CPU time (docs/experiments/2026-12-07-speed.md). float32 on the CPU only.
+threads as torch has (not spinning between calls: torch's own operations run in between). The
+outputs agree with torch's to ~1e-5: on 512 MNIST test images every 1st-CFE index equals the
+torch float32 path's. Speed on a 2-core AVX-512 EPYC: 1.13x torch float32 on one thread, about
+equal on two (docs/results.md, Speed). float32 on the CPU only.
 """
 
 from __future__ import annotations
@@ -124,6 +125,7 @@ class OrtFunction:
         opts.intra_op_num_threads = torch.get_num_threads()
         opts.inter_op_num_threads = 1
         opts.log_severity_level = 3
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")  # torch's threads run between calls
         self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
         self.names = [i.name for i in self.session.get_inputs()]
 
