@@ -179,11 +179,19 @@ def _evaluate_both(model: Path, tmp_path: Path, realism: bool) -> tuple[dict, di
 
 def _same_rows(one: dict, two: dict) -> None:
     """Every number but the timings equal: the batches, their order and the reductions are the
-    1-process ones, so on CPU not even the float summation order changes (tolerance 0)."""
+    1-process ones. Exactly equal on the AVX2 VM; on an AVX-512 one the Fréchet distance of the
+    gathered features moved in its 7th significant digit (169.7380 vs 169.7381), so floats are
+    compared to a relative 1e-5."""
     assert len(two["rows"]) == len(one["rows"]) == 1
     for a, b in zip(one["rows"], two["rows"], strict=True):
         skip = (*TIMINGS, "grid_path")
-        assert {k: v for k, v in a.items() if k not in skip} == {k: v for k, v in b.items() if k not in skip}
+        a_, b_ = ({k: v for k, v in r.items() if k not in skip} for r in (a, b))
+        assert a_.keys() == b_.keys()
+        for k in a_:
+            if isinstance(a_[k], float) and isinstance(b_[k], float):
+                assert b_[k] == pytest.approx(a_[k], rel=1e-5, abs=1e-9), k
+            else:
+                assert a_[k] == b_[k], k
         # the report's grid of sources, counterfactuals (and reflections): drawn from the gathered set
         assert Path(a["grid_path"]).name == Path(b["grid_path"]).name
         assert Path(a["grid_path"]).read_bytes() == Path(b["grid_path"]).read_bytes()

@@ -81,7 +81,8 @@ def test_train_gen_mirror_and_vae_two_ranks_equal_one_process(tiny_model, tmp_pa
         two_info = _info(folders["two"] / file)
         assert _losses(two_info["history"]) == pytest.approx(_losses(one["history"]), rel=1e-5)
         diff = _max_diff(folders["one"] / file, folders["two"] / file)
-        assert max(diff.values()) < (1e-6 if method == "mirror" else 1e-2), method
+        # mirror: 5.4e-8 on the AVX2 VM, 4.6e-6 on an AVX-512 one (gloo's and the kernels' summation order)
+        assert max(diff.values()) < (1e-4 if method == "mirror" else 1e-2), method
 
 
 @pytest.mark.slow
