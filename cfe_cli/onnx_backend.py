@@ -81,8 +81,12 @@ def export(module: torch.nn.Module, inputs: tuple[torch.Tensor, ...], names: lis
     path = folder / "model.onnx"
     if path.is_file():
         return path
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=".export-"))
+    try:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=".export-"))
+    except OSError as e:
+        raise InputError(f"cannot write the ONNX cache {folder.parent} ({e.strerror or e}); set CFE_CACHE_DIR "
+                         "to a writable folder") from None
     try:
         net = copy.deepcopy(module).to(memory_format=torch.contiguous_format).eval()  # type: ignore[call-overload]
         batch = torch.export.Dim("batch", min=1, max=1 << 20)
