@@ -97,6 +97,8 @@ MIRROR_FLAGS: dict[str, tuple[type, str]] = {
         "stage features (default 0)."),
     "lambda_match": (float, "Weight of L_match, decoded images' stage statistics vs real images of their class "
                             "(default 0; cfe_cli/realism.py)."),
+    "match_classes": (str, "with --lambda-match: only decoded images meant to show one of these classes "
+                           "(names or indices, comma-separated) count in L_match (default: all)."),
     "rec_mask_weight": (float,
         "skip decoders: L_rec's pixels inside the k = 0 CSP mask (what the "
         "decoder redraws even at k = 0) count this many times (default 1)."),

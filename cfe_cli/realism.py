@@ -99,10 +99,13 @@ def match_distance(stats: list[torch.Tensor], cls: torch.Tensor, means: list[tor
 
 
 def match_loss(stages: list[torch.Tensor], cls: torch.Tensor, k: torch.Tensor, means: list[torch.Tensor],
-               stds: list[torch.Tensor], margin: float = 1.0) -> torch.Tensor:
+               stds: list[torch.Tensor], margin: float = 1.0, classes: torch.Tensor | None = None) -> torch.Tensor:
     """L_match of a training batch: :func:`match_distance` of the decoded images' stages
     ``(B, C_i, h_i, w_i)`` against class ``cls (B,)``, weighted by ``relu(2 k − 1)`` for ``k (B,)``
-    (0 up to the boundary, 1 at the reflection). Scalar; 0 when no sample is past the boundary."""
+    (0 up to the boundary, 1 at the reflection). ``classes (K,)`` bool: only samples whose ``cls``
+    is marked count (None: all). Scalar; 0 when no counted sample is past the boundary."""
     w = torch.relu(2 * k.float() - 1)  # (B,)
+    if classes is not None:
+        w = w * classes[cls].float()
     d = match_distance(stage_statistics(stages), cls, means, stds, margin)
     return (w * d).sum() / w.sum().clamp_min(1e-6)

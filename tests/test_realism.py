@@ -67,6 +67,29 @@ def test_only_samples_past_the_boundary_count_and_gradients_reach_the_decoder():
                                match_distance(stage_statistics([z]), cls, means, stds).mean())
 
 
+def test_match_classes_count_only_the_marked_classes():
+    """classes (K,) bool: samples meant to show an unmarked class add nothing; with every class
+    marked it is the plain loss; with none marked it is 0 and still differentiable."""
+    torch.manual_seed(0)
+    _, _, (means, stds) = _table()
+    decoder = torch.nn.Conv2d(2, 2, 3, padding=1)
+    z = torch.randn(4, 2, 6, 6)
+    cls, k = torch.tensor([0, 1, 2, 0]), torch.ones(4)
+    d = match_distance(stage_statistics([z]), cls, means, stds)
+    only0 = torch.tensor([True, False, False])
+    torch.testing.assert_close(match_loss([z], cls, k, means, stds, classes=only0), d[cls == 0].mean())
+    torch.testing.assert_close(match_loss([z], cls, k, means, stds, classes=torch.ones(3, dtype=torch.bool)),
+                               match_loss([z], cls, k, means, stds))
+    none = match_loss([decoder(z)], cls, k, means, stds, classes=torch.zeros(3, dtype=torch.bool))
+    assert none == 0
+    none.backward()  # no sample counts, yet the graph is whole (a batch without the class trains on)
+    loss = match_loss([decoder(z)], cls, k, means, stds, classes=torch.tensor([False, True, False]))
+    assert loss > 0
+    decoder.zero_grad()
+    loss.backward()
+    assert decoder.weight.grad.abs().sum() > 0
+
+
 def test_bad_values_are_input_errors():
     images, labels, (means, stds) = _table()
     with pytest.raises(InputError, match="margin"):
@@ -98,3 +121,27 @@ def test_train_gen_records_the_weight_and_rejects_bad_values(tmp_path):
                             "--out", str(tmp_path / "x.safetensors"), "--data-dir", str(root), "--device", "cpu"])
     lines = [ln for ln in r.output.splitlines() if ln.strip()]
     assert r.exit_code == 1 and len(lines) == 1 and "--lambda-match must be 0 or more" in lines[0], r.output
+    for flags, message in ((["--lambda-match", "1", "--match-classes", "eight"], "unknown class 'eight'"),
+                           (["--match-classes", "3"], "--match-classes needs --lambda-match")):
+        r = runner.invoke(app, ["train-gen", "--model", "mnist", "--max-steps", "1", *flags,
+                                "--out", str(tmp_path / "x.safetensors"), "--data-dir", str(root), "--device", "cpu"])
+        lines = [ln for ln in r.output.splitlines() if ln.strip()]
+        assert r.exit_code == 1 and len(lines) == 1 and message in lines[0], r.output
+
+
+def test_train_gen_match_classes_are_stored_as_indices(tmp_path):
+    """--match-classes 3,8 (names or indices) reaches the run and the decoder's metadata."""
+    from typer.testing import CliRunner
+
+    from cfe_cli.cli import app
+    from cfe_cli.models.weights import read_metadata
+    from tests.conftest import need
+
+    root = need("mnist")
+    out = tmp_path / "m.safetensors"
+    r = CliRunner().invoke(app, ["train-gen", "--model", "mnist", "--init", "weights/mnist/mirror.safetensors",
+                                 "--max-steps", "1", "--batch-size", "16", "--lambda-match", "10",
+                                 "--match-classes", "8,3", "--out", str(out), "--data-dir", str(root),
+                                 "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    assert read_metadata(out)["info"]["train"]["match_classes"] == [3, 8]

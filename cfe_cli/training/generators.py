@@ -61,6 +61,18 @@ RULES: dict[str, _Rule] = {
 }
 
 
+def parse_classes(value: str | tuple[int, ...] | list[Any], classes: list[str]) -> tuple[int, ...]:
+    """``"Coat,Pullover"`` (names or indices) -> sorted class indices; unknown names are one-line errors."""
+    from cfe_cli.inputs import class_index
+
+    parts = value.split(",") if isinstance(value, str) else list(value)
+    out = sorted({class_index(p.strip() if isinstance(p, str) else p, classes, "class") for p in parts
+                  if not isinstance(p, str) or p.strip()})
+    if not out:
+        raise InputError("--match-classes names no class")
+    return tuple(out)
+
+
 def mirror_config(options: dict[str, Any], classes: list[str], *, skip_decoder: bool) -> MirrorTrainConfig:
     """Check ``options`` (MirrorTrainConfig fields) and build the config; each problem is a one-line error.
 
@@ -88,6 +100,10 @@ def mirror_config(options: dict[str, Any], classes: list[str], *, skip_decoder: 
         from cfe_cli.evaluation import parse_pairs
 
         opts["pairs"] = tuple(parse_pairs(opts["pairs"], classes))
+    if opts.get("match_classes"):
+        if not opts.get("lambda_match"):
+            raise InputError("--match-classes needs --lambda-match")
+        opts["match_classes"] = parse_classes(opts["match_classes"], classes)
     if opts.get("csp_rho") is not None:
         opts["csp_rho"] = (float(opts["csp_rho"][0]), float(opts["csp_rho"][1]))
     opts["skips"] = bool(opts.get("skips") or opts.get("skip_stem"))

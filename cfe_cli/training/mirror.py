@@ -65,6 +65,7 @@ class MirrorTrainConfig:
     rec_mask_weight: float = 1.0  # skip decoders: L_rec's pixels inside the k = 0 CSP mask count this many times
     lambda_match: float = 0.0  # weight of L_match: x_k's stage statistics vs real images of its class (realism.py)
     match_margin: float = 1.0  # L_match's slack, in spreads of the class's real images
+    match_classes: tuple[int, ...] = ()  # L_match only for decoded images meant to show one of these (): all
 
 
 DISCRIMINATOR_FOCUS = ("image", "edit")
@@ -334,7 +335,12 @@ def decoder_losses(run: MirrorRun, cfg: MirrorTrainConfig, s: dict[str, Any]) ->
     if run.table is not None:  # x_k's texture statistics vs real images of the class it should show
         from cfe_cli.realism import match_loss
 
-        t["match"] = match_loss(st_k, s["q_k"].argmax(1), s["k"], *run.table, margin=cfg.match_margin)
+        keep = None
+        if cfg.match_classes:  # L_match only where x_k should show one of these classes
+            keep = torch.zeros(run.W.shape[0], dtype=torch.bool, device=x.device)
+            keep[list(cfg.match_classes)] = True
+        t["match"] = match_loss(st_k, s["q_k"].argmax(1), s["k"], *run.table, margin=cfg.match_margin,
+                                classes=keep)
     t["adv"] = focused_mean(F.softplus(-d_fake), w_fake)
     loss = (cfg.lambda_cls * t["cls"] + cfg.lambda_adv * t["adv"] + cfg.lambda_rec * t["rec"]
             + cfg.lambda_fea * t["fea"] + cfg.lambda_tri * t["tri"] + cfg.lambda_perc * t["perc"]
