@@ -55,13 +55,15 @@ def _cpuinfo() -> str:
 
 
 def bench(model: str, spec: str, batch_sizes: list[int], n: int, device: str, precision: str = "auto",
-          compile: bool = False) -> list[dict]:
+          compile: bool = False, decoder: str | None = None) -> list[dict]:
     """CF/s of one method; ``spec`` is a method name with optional ``+onnx`` (Mirror-CFE's --backend onnx)
     and ``+fp32``/``+bf16`` (this row's precision), e.g. ``mirror+onnx`` or ``mirror+fp32``."""
     method, *tags = spec.split("+")
     options = {"backend": "onnx"} if "onnx" in tags else {}
     precision = next((t for t in tags if t in ("fp32", "bf16")), precision)
     t0 = time.perf_counter()
+    if decoder and method == "mirror":
+        options["decoder"] = decoder
     ex = api.Explainer(model, method, device=device, precision=precision, compile=compile and method == "mirror",
                        **options)
     data = load_dataset(ex.clf.info["dataset"], "test", size=ex.clf.config.resolution)
@@ -109,9 +111,9 @@ def ratios(rows: list[dict]) -> list[dict]:
 
 
 @torch.inference_mode()
-def sweep_check(model: str, n: int, device: str, precision: str = "auto") -> dict:
+def sweep_check(model: str, n: int, device: str, precision: str = "auto", decoder: str | None = None) -> dict:
     """How often the search's 1st-CFE index equals the exhaustive 100-point sweep's (first ``n`` inputs)."""
-    ex = api.Explainer(model, "mirror", device=device, precision=precision)
+    ex = api.Explainer(model, "mirror", device=device, precision=precision, decoder=decoder)
     m = ex.mirror
     data = load_dataset(ex.clf.info["dataset"], "test", size=ex.clf.config.resolution)
     same = total = 0
@@ -172,18 +174,20 @@ def main() -> None:
     ap.add_argument("--no-video", action="store_true")
     ap.add_argument("--sweep-check", type=int, default=0, help="inputs whose search is checked against the sweep")
     ap.add_argument("--json", default=None)
+    ap.add_argument("--decoder", default=None, help="Mirror-CFE decoder file instead of the model folder's")
     a = ap.parse_args()
     info = machine()
     print(json.dumps({"machine": info}), flush=True)
     rows = []
     for m in a.methods.split(","):
-        rows += bench(a.model, m, [int(b) for b in a.batch_sizes.split(",")], a.n, a.device, a.precision, a.compile)
+        rows += bench(a.model, m, [int(b) for b in a.batch_sizes.split(",")], a.n, a.device, a.precision, a.compile,
+                      a.decoder)
     rat = ratios(rows)
     for r in rat:
         print(json.dumps(r), flush=True)
-    check = sweep_check(a.model, a.sweep_check, a.device, a.precision) if a.sweep_check else None
+    check = sweep_check(a.model, a.sweep_check, a.device, a.precision, a.decoder) if a.sweep_check else None
     vid = None if a.no_video else video(a.model, a.device)
-    doc = {"machine": info, "rows": rows, "ratios": rat, "sweep_check": check, "video": vid}
+    doc = {"decoder": a.decoder, "machine": info, "rows": rows, "ratios": rat, "sweep_check": check, "video": vid}
     if a.json:
         Path(a.json).parent.mkdir(parents=True, exist_ok=True)
         Path(a.json).write_text(json.dumps(doc, indent=2))
