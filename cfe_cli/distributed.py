@@ -167,6 +167,16 @@ def rounds(n_items: int, batch_size: int, d: Dist) -> int:
 
 
 def finish(d: Dist) -> None:
-    """Leave the process group (after the last collective)."""
+    """Leave the process group (after the last collective).
+
+    Every rank waits for the others first, and DDP wrappers left in reference cycles are collected
+    while the interpreter is fully alive: a gloo group freed during interpreter shutdown instead can
+    abort the process ("terminate called without an active exception"; seen once in 2-rank training).
+    """
     if d.comm and torch.distributed.is_initialized():
+        import gc
+
+        torch.distributed.barrier()
+        gc.collect()
         torch.distributed.destroy_process_group()
+        gc.collect()
