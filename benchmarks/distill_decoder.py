@@ -20,28 +20,27 @@ import torch
 import torch.nn.functional as F
 
 from cfe_cli.data import load_dataset
-from cfe_cli.methods.mirror import MirrorCFE, interpolate, spatial_prior_mask
+from cfe_cli.methods.mirror import MirrorCFE
 from cfe_cli.models.generators import MirrorDecoder
-from cfe_cli.models.weights import load_classifier, load_decoder, read_metadata, save_module
+from cfe_cli.models.weights import load_classifier, load_decoder, save_module
 
 model, width, minw, limit, out = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]), sys.argv[5]
-lam_logit = float(sys.argv[6]) if len(sys.argv) > 6 else 0.05
+lam_logit = float(sys.argv[6]) if len(sys.argv) > 6 else 0.1
 torch.manual_seed(0)
 torch.set_num_threads(1)
 folder = f"weights/{model}"
 clf = load_classifier(f"{folder}/classifier.safetensors").model.eval()
 for p in clf.parameters():
     p.requires_grad_(False)
-teacher, tmeta = load_decoder(folder)
-teacher.eval()
+teacher, teacher_info = load_decoder(folder)
 cfe = MirrorCFE(clf, teacher)
 student = MirrorDecoder(replace(teacher.config, width=width, min_width=minw))
+stu = MirrorCFE(clf, student)  # the same skip/CSP decoding path (MirrorCFE._generate) for the student
 train = load_dataset(model, "train", root=os.environ["CFE_DATA_DIR"])
 X = train.images
 K = clf.head.weight.shape[0]
 opt = torch.optim.Adam(student.parameters(), lr=2e-3)
 B, t0, step = 64, time.time(), 0
-W = clf.head.weight
 while time.time() - t0 < limit:
     frac = min((time.time() - t0) / limit, 1.0)
     for g in opt.param_groups:
@@ -55,13 +54,13 @@ while time.time() - t0 < limit:
         tgt = torch.where(torch.rand(B) < 0.5, ru, rnd)
         prep = cfe.prepare(x, tgt)
         k = torch.where(torch.rand(B) < 0.5, torch.rand(B), 0.3 + 0.5 * torch.rand(B))
-        f_k = interpolate(prep["f_s"], prep["f_r"], k)
-        mask = spatial_prior_mask(f_k, W, prep["source"], prep["target"], k, rho_low=cfe.rho[0], rho_high=cfe.rho[1])
-        skips = list(prep["skips"])
-        t_img = teacher(f_k, skips, mask)
+        rows = torch.arange(B)
+        t_img = cfe._generate(prep, rows, k)
         t_log = clf(t_img)
-    f_k, mask, skips, t_img, t_log = f_k.clone(), mask.clone(), [s.clone() for s in skips], t_img.clone(), t_log.clone()
-    s_img = student(f_k, skips, mask)
+    # inference tensors -> ordinary ones, so the student's graph may keep them for backward
+    prep = {n: [s.clone() for s in v] if isinstance(v, list) else v.clone() for n, v in prep.items()}
+    t_img, t_log, k = t_img.clone(), t_log.clone(), k.clone()
+    s_img = stu._generate(prep, rows, k)
     s_log = clf(s_img)
     l1 = (s_img - t_img).abs().mean()
     T = 2.0  # the classifier's verdicts on student vs teacher images (KL at temperature T), ramped in
@@ -75,8 +74,7 @@ while time.time() - t0 < limit:
         agree = (s_log.argmax(1) == t_log.argmax(1)).float().mean().item()
         print(f"step {step} [{time.time() - t0:.0f} s] l1 {l1.item():.4f} kl {ll.item():.3f} "
               f"argmax agree {agree:.3f}", flush=True)
-meta = read_metadata(f"{folder}/mirror.safetensors")
-info = dict(meta["info"])
+info = dict(teacher_info)
 info["distilled"] = {"from": f"{folder}/mirror.safetensors", "steps": step, "seconds": round(time.time() - t0),
                      "lambda_logit": lam_logit, "width": width, "min_width": minw}
 info.pop("history", None)

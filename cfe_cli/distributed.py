@@ -15,6 +15,7 @@ method, and every counterfactual equals the 1-process one.
 
 from __future__ import annotations
 
+import gc
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -174,8 +175,6 @@ def finish(d: Dist) -> None:
     abort the process ("terminate called without an active exception"; seen once in 2-rank training).
     """
     if d.comm and torch.distributed.is_initialized():
-        import gc
-
         torch.distributed.barrier()
         gc.collect()
         torch.distributed.destroy_process_group()

@@ -61,13 +61,12 @@ RULES: dict[str, _Rule] = {
 }
 
 
-def parse_classes(value: str | tuple[int, ...] | list[Any], classes: list[str]) -> tuple[int, ...]:
-    """``"Coat,Pullover"`` (names or indices) -> sorted class indices; unknown names are one-line errors."""
+def parse_classes(value: str | list[Any] | tuple[Any, ...], classes: list[str]) -> tuple[int, ...]:
+    """``"Coat,Pullover"`` or a list (names or indices) -> sorted class indices; unknown names are one-line errors."""
     from cfe_cli.inputs import class_index
 
-    parts = value.split(",") if isinstance(value, str) else list(value)
-    out = sorted({class_index(p.strip() if isinstance(p, str) else p, classes, "class") for p in parts
-                  if not isinstance(p, str) or p.strip()})
+    parts = [str(p).strip() for p in (value.split(",") if isinstance(value, str) else value)]
+    out = sorted({class_index(p, classes, "class") for p in parts if p})
     if not out:
         raise InputError("--match-classes names no class")
     return tuple(out)

@@ -157,6 +157,7 @@ class MirrorRun:
     offsets: torch.Tensor
     pool: torch.Tensor  # indices of the ambiguous training images (hard_share)
     table: Any = None  # L_match's class table of real training images' stage statistics (cfe_cli/realism.py)
+    match_keep: Any = None  # (K,) bool: the classes L_match counts (--match-classes); None: all
 
     @property
     def W(self) -> torch.Tensor:
@@ -256,7 +257,13 @@ def build_run(classifier: torch.nn.Module, train: Dataset, cfg: MirrorTrainConfi
         from cfe_cli.realism import class_statistics
 
         table = class_statistics(_all_stages(clf), train.images, train.labels, K, device=device)
-    return MirrorRun(clf, G, D, opt_g, opt_d, amp, skips, stem, G.config, focus, order, counts, offsets, pool, table)
+    keep = None
+    if cfg.match_classes:  # L_match only where x_k should show one of these classes
+        keep = torch.zeros(K, dtype=torch.bool)
+        keep[list(cfg.match_classes)] = True
+        keep = keep.to(device)
+    return MirrorRun(clf, G, D, opt_g, opt_d, amp, skips, stem, G.config, focus, order, counts, offsets, pool, table,
+                     keep)
 
 
 @torch.no_grad()
@@ -335,12 +342,8 @@ def decoder_losses(run: MirrorRun, cfg: MirrorTrainConfig, s: dict[str, Any]) ->
     if run.table is not None:  # x_k's texture statistics vs real images of the class it should show
         from cfe_cli.realism import match_loss
 
-        keep = None
-        if cfg.match_classes:  # L_match only where x_k should show one of these classes
-            keep = torch.zeros(run.W.shape[0], dtype=torch.bool, device=x.device)
-            keep[list(cfg.match_classes)] = True
         t["match"] = match_loss(st_k, s["q_k"].argmax(1), s["k"], *run.table, margin=cfg.match_margin,
-                                classes=keep)
+                                classes=run.match_keep)
     t["adv"] = focused_mean(F.softplus(-d_fake), w_fake)
     loss = (cfg.lambda_cls * t["cls"] + cfg.lambda_adv * t["adv"] + cfg.lambda_rec * t["rec"]
             + cfg.lambda_fea * t["fea"] + cfg.lambda_tri * t["tri"] + cfg.lambda_perc * t["perc"]
