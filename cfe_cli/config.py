@@ -99,6 +99,10 @@ MIRROR_FLAGS: dict[str, tuple[type, str]] = {
                             "(default 0; cfe_cli/realism.py)."),
     "match_classes": (str, "with --lambda-match: only decoded images meant to show one of these classes "
                            "(names or indices, comma-separated) count in L_match (default: all)."),
+    "critic": (str, "A robust classifier.safetensors of this dataset (train-clf --adv-eps) whose cross-entropy on "
+                    "decoded images past the boundary is L_critic (needs --lambda-critic; cfe_cli/realism.py)."),
+    "lambda_critic": (float, "Weight of L_critic, the --critic classifier's cross-entropy on decoded images "
+                             "against the class they should show (default 0)."),
     "rec_mask_weight": (float,
         "skip decoders: L_rec's pixels inside the k = 0 CSP mask (what the "
         "decoder redraws even at k = 0) count this many times (default 1)."),

@@ -19,6 +19,13 @@ interpolation ``k_b`` counts with weight ``relu(2 k_b − 1)`` (0 up to the deci
 No extra network: the classifier's stages are already computed for the skip decoder. The
 oracles (convnet, EfficientNet probe) stay independent of the training.
 
+L_critic (:func:`critic_loss`) is the second signal: the cross-entropy of a *critic*, a separate
+classifier trained adversarially (``train-clf --adv-eps``), on the decoded image against the class
+it should show, with the same ``relu(2 k − 1)`` weight. A robust classifier's input gradients are
+perceptually aligned (Santurkar et al. 2019, "Image Synthesis with a Single (Robust) Classifier"):
+to convince it, an image has to change the way the class looks, not in a direction only the
+explained (non-robust) classifier is sensitive to. The critic is neither oracle.
+
 Notation: ``x_k`` decoded image at k, ``t`` target class, ``m``/``v`` the class table.
 """
 
@@ -109,3 +116,20 @@ def match_loss(stages: list[torch.Tensor], cls: torch.Tensor, k: torch.Tensor, m
         w = w * classes[cls].float()
     d = match_distance(stage_statistics(stages), cls, means, stds, margin)
     return (w * d).sum() / w.sum().clamp_min(1e-6)
+
+
+def critic_loss(logits: torch.Tensor, cls: torch.Tensor, k: torch.Tensor,
+                classes: torch.Tensor | None = None) -> torch.Tensor:
+    """L_critic of a training batch: the critic's cross-entropy on the decoded images, its logits
+    ``(B, K)`` against the class each should show ``cls (B,)``, weighted by ``relu(2 k − 1)`` for
+    ``k (B,)`` (0 up to the decision boundary, 1 at the reflection). ``classes (K,)`` bool: only
+    samples whose ``cls`` is marked count (None: all). Scalar; 0 when no counted sample is past
+    the boundary."""
+    if logits.dim() != 2 or logits.shape[0] != cls.shape[0] or k.shape != cls.shape:
+        raise InputError(f"critic logits (B, K), classes (B,) and k (B,) must agree; got {tuple(logits.shape)}, "
+                         f"{tuple(cls.shape)}, {tuple(k.shape)}")
+    w = torch.relu(2 * k.float() - 1)  # (B,)
+    if classes is not None:
+        w = w * classes[cls].float()
+    ce = torch.nn.functional.cross_entropy(logits.float(), cls, reduction="none")  # (B,)
+    return (w * ce).sum() / w.sum().clamp_min(1e-6)

@@ -52,6 +52,10 @@ def train_clf(
                                        "decay per step (e.g. 0.999; 0 = off).")] = 0.0,
     max_steps: Annotated[int | None, typer.Option("--max-steps", help="Stop after this many steps "
                                                   "(quick runs).")] = None,
+    adv_eps: Annotated[float, typer.Option("--adv-eps", help="Adversarial training: the L2 radius of the PGD "
+                                           "examples (pixels in [0, 1]; e.g. 0.5; 0 = off). Gives a robust "
+                                           "classifier, e.g. a realism critic for train-gen --critic.")] = 0.0,
+    adv_steps: Annotated[int, typer.Option("--adv-steps", help="with --adv-eps: PGD steps per batch.")] = 3,
     device: Device = "auto",
     data_dir: DataDir = None,
 ) -> None:
@@ -62,10 +66,12 @@ def train_clf(
         r = api.train_clf(dataset, out=out, arch=arch, epochs=epochs, batch_size=batch_size, lr=lr, device=device,
                           data_dir=data_dir, size=size, seed=seed, kind="oracle" if oracle else "classifier", init=init,
                           augment=augment, label_smoothing=label_smoothing, ema=ema, max_steps=max_steps,
-                          command=command_line(), progress=update)
+                          adv_eps=adv_eps, adv_steps=adv_steps, command=command_line(), progress=update)
     if not rank0():  # under torchrun rank 0 reports (and saved the file)
         return
     val = f", val accuracy {r['val_accuracy'] * 100:.2f} %" if r["val_accuracy"] is not None else ""
+    if r.get("robust_test_accuracy") is not None:
+        val += f", robust accuracy {r['robust_test_accuracy'] * 100:.2f} % (L2 PGD, eps {adv_eps})"
     console.print(_tagged(f"test accuracy {r['test_accuracy'] * 100:.2f} %", "green",
                           f"{val} ({r['epochs']} epochs, {r['seconds']:.0f} s) -> {r['path']}"))
 
@@ -147,7 +153,7 @@ def train_gen(
     opts["csp_rho"] = _parse_rho(opts.get("csp_rho"))
     fields = {"mirror": ("epoch", "cls", "adv", "rec", "fea", "tri", "d") + (("perc",) if opts.get("lambda_perc")
                                                                             else ())
-              + (("match",) if opts.get("lambda_match") else ()),
+              + (("match",) if opts.get("lambda_match") else ()) + (("critic",) if opts.get("lambda_critic") else ()),
               "cvae": ("epoch", "attr_bce", "rec", "kl", "edit_bce")}.get(method, ("epoch", "rec", "kl"))
     with progress_bar(f"train-gen {method}", fields) as update:
         r = api.train_gen(model, method=method, epochs=epochs, batch_size=batch_size, lr=lr, device=device,

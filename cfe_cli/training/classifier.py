@@ -46,6 +46,8 @@ def train_clf(
     label_smoothing: float = 0.0,
     ema: float = 0.0,
     max_steps: int | None = None,
+    adv_eps: float = 0.0,
+    adv_steps: int = 3,
     command: str = "",
     progress: Progress | None = None,
 ) -> dict[str, Any]:
@@ -53,7 +55,10 @@ def train_clf(
 
     Writes ``out/classifier.safetensors`` (or ``out/oracle.safetensors`` with
     ``kind="oracle"``). ``ema`` > 0 saves an exponential moving average of the weights (decay
-    ``ema`` per step). Under torchrun the ranks share every global batch of ``batch_size``
+    ``ema`` per step). ``adv_eps`` > 0 trains adversarially (Madry et al. 2018) on L2 PGD examples of
+    that radius (``adv_steps`` steps; a robust classifier, whose input gradients look like the
+    classes) and also reports the robust accuracy on the first 1,000 test images (10-step PGD at the
+    same radius). Under torchrun the ranks share every global batch of ``batch_size``
     (DistributedDataParallel, :mod:`cfe_cli.training.ddp`) and rank 0 saves. Returns a record with
     the measured test accuracy and the path.
     """
@@ -74,6 +79,10 @@ def train_clf(
         raise InputError("--label-smoothing must be in [0, 1)")
     if not 0.0 <= ema < 1.0:
         raise InputError("--ema must be in [0, 1) (e.g. 0.999; 0 = off)")
+    if not 0.0 <= adv_eps <= 10.0:
+        raise InputError(f"--adv-eps must be in [0, 10] (an L2 radius in [0, 1] pixel units; 0 = off); got {adv_eps}")
+    if not 1 <= adv_steps <= 100:
+        raise InputError(f"--adv-steps must be in [1, 100]; got {adv_steps}")
     out_dir = _out_dir(out)
     seed_everything(seed)
     train = load_dataset(dataset, "train", root=data_dir, size=size)
@@ -95,18 +104,24 @@ def train_clf(
                            "history": start.info.get("history")}]
     tcfg = ClassifierTrainConfig(epochs=epochs or DEFAULT_EPOCHS.get(base, 15), batch_size=batch_size, lr=lr,
                                  augment=augment or DEFAULT_AUGMENT.get(base, "shift"),
-                                 label_smoothing=label_smoothing, ema=ema, seed=seed)
+                                 label_smoothing=label_smoothing, ema=ema, seed=seed,
+                                 adv_eps=float(adv_eps), adv_steps=int(adv_steps))
     result = train_classifier(model, train, test, tcfg, device=dev, progress=progress if d.main else None,
                               max_steps=max_steps, dist=d)
     val_acc = None
     if base in ("bloodmnist", "celeba"):
         val_acc = evaluate_accuracy(model, load_dataset(dataset, "val", root=data_dir, size=train.resolution),
                                     device=dev)
+    robust_acc = None
+    if adv_eps > 0:
+        robust_acc = evaluate_accuracy(model, test, device=dev, adv_eps=adv_eps, adv_steps=10, limit=1000)
     info = {
         "dataset": dataset,
         "classes": train.classes,
         "test_accuracy": round(result.test_accuracy, 5),
         "val_accuracy": None if val_acc is None else round(val_acc, 5),
+        "robust_test_accuracy": None if robust_acc is None else round(robust_acc, 5),
+        "robust_eval": None if robust_acc is None else {"eps": adv_eps, "steps": 10, "n": min(1000, len(test))},
         "n_train": len(train),
         "n_test": len(test),
         "train": tcfg.__dict__,
@@ -126,7 +141,8 @@ def train_clf(
     d.barrier()  # the file exists before any rank returns
     distributed.finish(d)
     return {"path": str(path), "test_accuracy": result.test_accuracy, "val_accuracy": val_acc,
-            "epochs": result.epochs, "seconds": result.seconds, "arch": arch, "classes": train.classes}
+            "robust_test_accuracy": robust_acc, "epochs": result.epochs, "seconds": result.seconds, "arch": arch,
+            "classes": train.classes}
 
 
 # ----------------------------------------------------------------------------- generators

@@ -46,6 +46,7 @@ RULES: dict[str, _Rule] = {
     "lambda_perc": (lambda v: v >= 0, "--lambda-perc must be 0 or more"),
     "lambda_match": (lambda v: v >= 0, "--lambda-match must be 0 or more"),
     "match_margin": (lambda v: v >= 0, "--set match_margin must be 0 or more"),
+    "lambda_critic": (lambda v: v >= 0, "--lambda-critic must be 0 or more"),
     "rec_mask_weight": (lambda v: v >= 1, "--rec-mask-weight must be 1 or more"),
     "hard_share": (lambda v: 0.0 <= v <= 1.0, "--hard-share must be in [0, 1]"),
     "hard_below": (lambda v: 0.0 < v <= 1.0, "--hard-below must be in (0, 1]"),
@@ -103,6 +104,12 @@ def mirror_config(options: dict[str, Any], classes: list[str], *, skip_decoder: 
         if not opts.get("lambda_match"):
             raise InputError("--match-classes needs --lambda-match")
         opts["match_classes"] = parse_classes(opts["match_classes"], classes)
+    if bool(opts.get("critic")) != bool(opts.get("lambda_critic")):
+        raise InputError("--critic and --lambda-critic go together (the robust classifier and its weight)")
+    if opts.get("critic"):
+        opts["critic"] = str(opts["critic"])
+        if not Path(opts["critic"]).is_file():
+            raise InputError(f"--critic {opts['critic']}: no such file")
     if opts.get("csp_rho") is not None:
         opts["csp_rho"] = (float(opts["csp_rho"][0]), float(opts["csp_rho"][1]))
     opts["skips"] = bool(opts.get("skips") or opts.get("skip_stem"))

@@ -34,6 +34,8 @@ class ClassifierTrainConfig:
     augment: str = "shift"  # none | shift | shift-flip | translate-flip | translate-flip-erase | flip-rot | face
     ema: float = 0.0  # > 0: keep an exponential moving average of the weights (and BN statistics) and save it
     seed: int = 0
+    adv_eps: float = 0.0  # > 0: adversarial training on L2 PGD examples of this radius (pixels in [0, 1])
+    adv_steps: int = 3  # with adv_eps: the PGD steps per batch
 
 
 AUGMENTS = ("none", "shift", "shift-flip", "translate-flip", "translate-flip-erase", "flip-rot", "face")
@@ -103,17 +105,45 @@ def augment_batch(x: torch.Tensor, kind: str, gen: torch.Generator | None = None
     return random_erase(x, gen) if kind.endswith("-erase") else x
 
 
-@torch.inference_mode()
+def l2_pgd(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, steps: int,
+           step_size: float | None = None) -> torch.Tensor:
+    """Untargeted L2 PGD (Madry et al. 2018): ``steps`` normalised-gradient ascent steps on the
+    cross-entropy of the true labels, each projected onto the L2 ball of radius ``eps`` around ``x``
+    and the [0, 1] image box; step size ``2.5 eps / steps`` unless given. The model's mode is the
+    caller's (eval: BatchNorm statistics untouched); its parameters get no gradient.
+
+    Shape: ``x (B, C, H, W)`` in [0, 1], ``y (B,)`` -> adversarial ``(B, C, H, W)``, detached."""
+    eta = 2.5 * eps / max(steps, 1) if step_size is None else step_size
+    x = x.detach()
+    delta = torch.zeros_like(x)
+    for _ in range(steps):
+        delta.requires_grad_(True)
+        loss = F.cross_entropy(model(x + delta), y)
+        (g,) = torch.autograd.grad(loss, delta)
+        g = g / g.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *([1] * (x.dim() - 1)))
+        delta = delta.detach() + eta * g
+        norm = delta.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *([1] * (x.dim() - 1)))
+        delta = delta * (eps / norm).clamp(max=1.0)
+        delta = (x + delta).clamp(0, 1) - x
+    return (x + delta).detach()
+
+
 def evaluate_accuracy(model: torch.nn.Module, data: Dataset, batch_size: int = 512,
-                      device: torch.device | str = "cpu") -> float:
-    """Top-1 accuracy of ``model`` on a dataset split."""
+                      device: torch.device | str = "cpu", adv_eps: float = 0.0, adv_steps: int = 10,
+                      limit: int | None = None) -> float:
+    """Top-1 accuracy of ``model`` on a dataset split (its first ``limit`` images); with ``adv_eps``
+    > 0, on L2 PGD examples of that radius (``adv_steps`` steps, :func:`l2_pgd`): robust accuracy."""
     model.eval()
+    n = len(data) if limit is None else min(limit, len(data))
     correct = 0
-    for i in range(0, len(data), batch_size):
-        x = data.images[i:i + batch_size].to(device)
-        y = data.labels[i:i + batch_size].to(device)
-        correct += int((model(x).argmax(1) == y).sum())
-    return correct / max(1, len(data))
+    for i in range(0, n, batch_size):
+        x = data.images[i:min(i + batch_size, n)].to(device)
+        y = data.labels[i:min(i + batch_size, n)].to(device)
+        if adv_eps > 0:
+            x = l2_pgd(model, x, y, adv_eps, adv_steps)
+        with torch.no_grad():
+            correct += int((model(x).argmax(1) == y).sum())
+    return correct / max(1, n)
 
 
 def train_classifier(model: GAPClassifier, train: Dataset, test: Dataset, cfg: ClassifierTrainConfig, *,
@@ -160,6 +190,10 @@ def train_classifier(model: GAPClassifier, train: Dataset, test: Dataset, cfg: C
             mine = ddp.my_slice(len(idx), d)  # the global batch is augmented whole: the same draws per sample
             x = augment_batch(images[idx].to(device), cfg.augment, gen)[mine]
             y = labels[idx].to(device)[mine]
+            if cfg.adv_eps > 0 and len(y):  # train on the worst case in the ball (attack in eval mode)
+                model.eval()
+                x = l2_pgd(model, x, y, cfg.adv_eps, cfg.adv_steps)
+                model.train()
             logits = net(x)
             ce = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing) if len(y) else logits.sum() * 0
             loss = ce * ddp.scale(len(y), len(idx), d)

@@ -66,6 +66,8 @@ class MirrorTrainConfig:
     lambda_match: float = 0.0  # weight of L_match: x_k's stage statistics vs real images of its class (realism.py)
     match_margin: float = 1.0  # L_match's slack, in spreads of the class's real images
     match_classes: tuple[int, ...] = ()  # L_match only for decoded images meant to show one of these (): all
+    critic: str | None = None  # a robust classifier.safetensors (train-clf --adv-eps) for L_critic (realism.py)
+    lambda_critic: float = 0.0  # weight of L_critic: the critic's cross-entropy on x_k against its class
 
 
 DISCRIMINATOR_FOCUS = ("image", "edit")
@@ -158,6 +160,7 @@ class MirrorRun:
     pool: torch.Tensor  # indices of the ambiguous training images (hard_share)
     table: Any = None  # L_match's class table of real training images' stage statistics (cfe_cli/realism.py)
     match_keep: Any = None  # (K,) bool: the classes L_match counts (--match-classes); None: all
+    critic: Any = None  # the frozen robust classifier of L_critic (--critic); None: off
 
     @property
     def W(self) -> torch.Tensor:
@@ -262,8 +265,28 @@ def build_run(classifier: torch.nn.Module, train: Dataset, cfg: MirrorTrainConfi
         keep = torch.zeros(K, dtype=torch.bool)
         keep[list(cfg.match_classes)] = True
         keep = keep.to(device)
+    critic = None
+    if cfg.lambda_critic:
+        critic = _critic(cfg.critic, train, K, device)
     return MirrorRun(clf, G, D, opt_g, opt_d, amp, skips, stem, G.config, focus, order, counts, offsets, pool, table,
-                     keep)
+                     keep, critic)
+
+
+def _critic(path: str | None, train: Dataset, num_classes: int, device: torch.device | str) -> torch.nn.Module:
+    """L_critic's frozen classifier from ``path``; it must read this dataset's images and classes."""
+    from cfe_cli.models.weights import load_classifier
+
+    if not path:
+        raise InputError("--lambda-critic needs --critic FILE (a classifier.safetensors, e.g. train-clf --adv-eps)")
+    c = load_classifier(path)
+    cfg = c.config
+    shape = (getattr(cfg, "in_channels", None), getattr(cfg, "resolution", None), getattr(cfg, "num_classes", None))
+    if shape != (train.channels, train.resolution, num_classes):
+        raise InputError(f"the critic {path} reads {shape[0]}-channel {shape[1]}² images into {shape[2]} classes; "
+                         f"this model: {train.channels}-channel {train.resolution}² into {num_classes}")
+    if c.info.get("classes") not in (None, list(train.classes)):
+        raise InputError(f"the critic {path} has other classes ({', '.join(map(str, c.info['classes']))})")
+    return c.model.to(device).eval().requires_grad_(False)
 
 
 @torch.no_grad()
@@ -344,10 +367,17 @@ def decoder_losses(run: MirrorRun, cfg: MirrorTrainConfig, s: dict[str, Any]) ->
 
         t["match"] = match_loss(st_k, s["q_k"].argmax(1), s["k"], *run.table, margin=cfg.match_margin,
                                 classes=run.match_keep)
+    t["critic"] = x.new_zeros(())
+    if run.critic is not None:  # a robust classifier must also see x_k as the class it should show
+        from cfe_cli.realism import critic_loss
+
+        with run.amp:
+            c_logits = run.critic(x_k)
+        t["critic"] = critic_loss(c_logits, s["q_k"].argmax(1), s["k"])
     t["adv"] = focused_mean(F.softplus(-d_fake), w_fake)
     loss = (cfg.lambda_cls * t["cls"] + cfg.lambda_adv * t["adv"] + cfg.lambda_rec * t["rec"]
             + cfg.lambda_fea * t["fea"] + cfg.lambda_tri * t["tri"] + cfg.lambda_perc * t["perc"]
-            + cfg.lambda_match * t["match"])
+            + cfg.lambda_match * t["match"] + cfg.lambda_critic * t["critic"])
     return {"loss": loss, "terms": t, "fakes": fakes, "w_fake": w_fake}
 
 
@@ -495,7 +525,7 @@ def train_mirror(classifier: torch.nn.Module, train: Dataset, cfg: MirrorTrainCo
     history: list[dict[str, float]] = []
     step, timed_out = 0, False
     keys = (("cls", "adv", "rec", "fea", "tri", "d") + (("perc",) if cfg.lambda_perc else ())
-            + (("match",) if cfg.lambda_match else ()))
+            + (("match",) if cfg.lambda_match else ()) + (("critic",) if cfg.lambda_critic else ()))
     for epoch in range(cfg.epochs):
         perm = torch.randperm(n, generator=gen)
         sums, seen = dict.fromkeys(keys, 0.0), 0
