@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 
 from safetensors import safe_open
@@ -47,8 +48,15 @@ def main(argv: list[str] | None = None) -> int:
     out = {k: (ta[k].double() * (1 - args.alpha) + tb[k].double() * args.alpha).to(ta[k].dtype)
            if ta[k].is_floating_point() else ta[k] for k in ta}
     info = json.loads(ma.get("info", "{}"))
-    # every value in ``info`` is a string, as train-gen writes it
-    info["averaged"] = json.dumps({"a": str(args.a), "b": str(args.b), "alpha": args.alpha})
+    info_b = json.loads(mb.get("info", "{}"))
+    # A's own record (command, time, recipe) moves into "averaged", beside B's
+    info["averaged"] = {
+        "alpha": args.alpha,
+        "a": {"file": str(args.a), **{k: info.get(k) for k in ("command", "trained_at", "seconds", "train")}},
+        "b": {"file": str(args.b), **{k: info_b.get(k) for k in ("command", "trained_at", "seconds", "train")}}}
+    info["command"] = "python benchmarks/average_decoders.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    info["trained_at"] = time.strftime("%Y-%m-%d %H:%M:%S")
+    info["seconds"] = round(float(info.get("seconds") or 0) + float(info_b.get("seconds") or 0), 1)
     meta = dict(ma, info=json.dumps(info))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     save_file(out, str(args.out), metadata=meta)
