@@ -133,6 +133,15 @@ cfe train-gen --model fashion-mnist --method mirror --init $T/fm_pairs.safetenso
 # then used with the CSP mask's lower threshold 0.1 (same weights, the mask larger from k = 0.7 on; docs/results.md)
 cp $F/mirror.safetensors $T/fm_strong_d.safetensors
 cfe train-gen --model fashion-mnist --method mirror --init $T/fm_strong_d.safetensors --csp-rho 0.1,0.8 --max-steps 0
+# then (2026-12-08) averaged with its own 5,700 s fine-tune with L_match on coats (at the trained mask 0.3):
+# every seed direction passes issue 28's bars (docs/experiments/2026-12-08-realism.md)
+cp $F/mirror.safetensors $T/fm_rho01.safetensors
+cfe train-gen --model fashion-mnist --method mirror --init $T/fm_rho01.safetensors --disc class --lambda-adv 5 \
+    --schedule cosine --precision fp32 --lambda-cls 2 --lr 1e-4 --k-cfe-share 0.5 --csp-rho 0.3,0.8 --epochs 60 \
+    --seed 15 --pairs "$FP" --pair-share 0.6 --lr-d 4e-4 --no-disc-rec --lambda-match 10 --match-classes Coat \
+    --time-limit 5700 --out $T/fm_long_coat.safetensors "${DEV[@]}"
+python benchmarks/average_decoders.py $T/fm_rho01.safetensors $T/fm_long_coat.safetensors --alpha 0.5 \
+    --out $F/mirror.safetensors
 
 # CelebA (64², outside the repository: $CFE_WEIGHTS_DIR or ~/.cache/cfe/weights)
 bash scripts/train_celeba.sh all "${DEV[@]}"
