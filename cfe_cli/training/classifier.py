@@ -28,6 +28,25 @@ def _channel_stats(ds: Dataset) -> tuple[tuple[float, ...], tuple[float, ...]]:
     return tuple(round(float(v), 4) for v in mean), tuple(round(float(v), 4) for v in std)
 
 
+def _check_options(arch: str | None, epochs: int | None, augment: str | None, label_smoothing: float, ema: float,
+                   adv_eps: float, adv_steps: int) -> None:
+    """train-clf's option checks; each problem is a one-line error."""
+    if arch is not None and arch not in ARCHS:
+        raise InputError(f"unknown architecture '{arch}'; known: {', '.join(ARCHS)}")
+    if epochs is not None and epochs < 1:
+        raise InputError("--epochs must be at least 1")
+    if augment is not None and augment not in AUGMENTS:
+        raise InputError(f"unknown augmentation '{augment}'; known: {', '.join(AUGMENTS)}")
+    if not 0.0 <= label_smoothing < 1.0:
+        raise InputError("--label-smoothing must be in [0, 1)")
+    if not 0.0 <= ema < 1.0:
+        raise InputError("--ema must be in [0, 1) (e.g. 0.999; 0 = off)")
+    if not 0.0 <= adv_eps <= 10.0:
+        raise InputError(f"--adv-eps must be in [0, 10] (an L2 radius in [0, 1] pixel units; 0 = off); got {adv_eps}")
+    if not 1 <= adv_steps <= 100:
+        raise InputError(f"--adv-steps must be in [1, 100]; got {adv_steps}")
+
+
 def train_clf(
     dataset: str,
     *,
@@ -56,11 +75,9 @@ def train_clf(
     Writes ``out/classifier.safetensors`` (or ``out/oracle.safetensors`` with
     ``kind="oracle"``). ``ema`` > 0 saves an exponential moving average of the weights (decay
     ``ema`` per step). ``adv_eps`` > 0 trains adversarially (Madry et al. 2018) on L2 PGD examples of
-    that radius (``adv_steps`` steps; a robust classifier, whose input gradients look like the
-    classes) and also reports the robust accuracy on the first 1,000 test images (10-step PGD at the
-    same radius). Under torchrun the ranks share every global batch of ``batch_size``
-    (DistributedDataParallel, :mod:`cfe_cli.training.ddp`) and rank 0 saves. Returns a record with
-    the measured test accuracy and the path.
+    that radius (``adv_steps`` steps) and reports the robust accuracy on 1,000 test images. Under
+    torchrun the ranks share every global batch (DDP, :mod:`cfe_cli.training.ddp`) and rank 0 saves.
+    Returns a record with the measured test accuracy and the path.
     """
     from cfe_cli import distributed
 
@@ -69,20 +86,7 @@ def train_clf(
     if batch_size < d.world or batch_size % d.world:
         raise InputError(f"--batch-size {batch_size} is the global batch: give a multiple of the {d.world} "
                          "processes")
-    if arch is not None and arch not in ARCHS:
-        raise InputError(f"unknown architecture '{arch}'; known: {', '.join(ARCHS)}")
-    if epochs is not None and epochs < 1:
-        raise InputError("--epochs must be at least 1")
-    if augment is not None and augment not in AUGMENTS:
-        raise InputError(f"unknown augmentation '{augment}'; known: {', '.join(AUGMENTS)}")
-    if not 0.0 <= label_smoothing < 1.0:
-        raise InputError("--label-smoothing must be in [0, 1)")
-    if not 0.0 <= ema < 1.0:
-        raise InputError("--ema must be in [0, 1) (e.g. 0.999; 0 = off)")
-    if not 0.0 <= adv_eps <= 10.0:
-        raise InputError(f"--adv-eps must be in [0, 10] (an L2 radius in [0, 1] pixel units; 0 = off); got {adv_eps}")
-    if not 1 <= adv_steps <= 100:
-        raise InputError(f"--adv-steps must be in [1, 100]; got {adv_steps}")
+    _check_options(arch, epochs, augment, label_smoothing, ema, adv_eps, adv_steps)
     out_dir = _out_dir(out)
     seed_everything(seed)
     train = load_dataset(dataset, "train", root=data_dir, size=size)
@@ -112,9 +116,8 @@ def train_clf(
     if base in ("bloodmnist", "celeba"):
         val_acc = evaluate_accuracy(model, load_dataset(dataset, "val", root=data_dir, size=train.resolution),
                                     device=dev)
-    robust_acc = None
-    if adv_eps > 0:
-        robust_acc = evaluate_accuracy(model, test, device=dev, adv_eps=adv_eps, adv_steps=10, limit=1000)
+    robust_acc = (evaluate_accuracy(model, test, device=dev, adv_eps=adv_eps, adv_steps=10, limit=1000)
+                  if adv_eps > 0 else None)  # under a 10-step PGD at the training radius
     info = {
         "dataset": dataset,
         "classes": train.classes,
