@@ -1,7 +1,8 @@
 """The geometry of Mirror-CFE: the pairwise decision boundary of a linear head as a mirror.
 
 Pure, batched tensor functions (a leaf: torch only), shared by the explainer
-(:mod:`cfe_cli.methods.mirror`) and the decoder's training (:mod:`cfe_cli.training.mirror`).
+(:mod:`cfe_cli.methods.mirror`) and the decoder's training (:mod:`cfe_cli.training.mirror`); at
+the end, the L2-ball step and projection shared by the PGD baseline and adversarial training.
 
 Notation (name -> paper symbol):
     f        (B, C, h, w)  last feature map f_s of the source x_s
@@ -167,3 +168,18 @@ def spatial_prior_mask(f_k: Tensor, weight: Tensor, source: Tensor, target: Tens
 def k_grid(frames: int = 100) -> Tensor:
     """The paper's video grid k_i = i / (frames − 1), ``(frames,)``."""
     return torch.linspace(0.0, 1.0, frames)
+
+
+# ----------------------------------------------------------------------------- L2 ball (PGD)
+
+
+def l2_unit(g: torch.Tensor) -> torch.Tensor:
+    """Each sample's ``g (B, ...)`` scaled to unit L2 norm (a zero stays zero)."""
+    return g / g.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *([1] * (g.dim() - 1)))
+
+
+def project_l2(v: torch.Tensor, x: torch.Tensor, eps: float) -> torch.Tensor:
+    """A perturbation ``v`` of images ``x (B, C, H, W)`` projected onto the L2 ball of radius ``eps``
+    and then the [0, 1] image box."""
+    n = v.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *([1] * (v.dim() - 1)))
+    return (x + v * (eps / n).clamp(max=1.0)).clamp(0, 1) - x

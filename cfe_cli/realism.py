@@ -111,11 +111,18 @@ def match_loss(stages: list[torch.Tensor], cls: torch.Tensor, k: torch.Tensor, m
     ``(B, C_i, h_i, w_i)`` against class ``cls (B,)``, weighted by ``relu(2 k − 1)`` for ``k (B,)``
     (0 up to the boundary, 1 at the reflection). ``classes (K,)`` bool: only samples whose ``cls``
     is marked count (None: all). Scalar; 0 when no counted sample is past the boundary."""
+    return boundary_mean(match_distance(stage_statistics(stages), cls, means, stds, margin), cls, k, classes)
+
+
+def boundary_mean(values: torch.Tensor, cls: torch.Tensor, k: torch.Tensor,
+                  classes: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-sample ``values (B,)`` averaged with weights ``relu(2 k − 1)`` (0 up to the boundary, 1
+    at the reflection), only over samples whose class ``cls (B,)`` is marked in ``classes (K,)``
+    (None: all). Scalar; 0 (still differentiable) when no such sample is past the boundary."""
     w = torch.relu(2 * k.float() - 1)  # (B,)
     if classes is not None:
         w = w * classes[cls].float()
-    d = match_distance(stage_statistics(stages), cls, means, stds, margin)
-    return (w * d).sum() / w.sum().clamp_min(1e-6)
+    return (w * values).sum() / w.sum().clamp_min(1e-6)
 
 
 def critic_loss(logits: torch.Tensor, cls: torch.Tensor, k: torch.Tensor,
@@ -128,8 +135,4 @@ def critic_loss(logits: torch.Tensor, cls: torch.Tensor, k: torch.Tensor,
     if logits.dim() != 2 or logits.shape[0] != cls.shape[0] or k.shape != cls.shape:
         raise InputError(f"critic logits (B, K), classes (B,) and k (B,) must agree; got {tuple(logits.shape)}, "
                          f"{tuple(cls.shape)}, {tuple(k.shape)}")
-    w = torch.relu(2 * k.float() - 1)  # (B,)
-    if classes is not None:
-        w = w * classes[cls].float()
-    ce = torch.nn.functional.cross_entropy(logits.float(), cls, reduction="none")  # (B,)
-    return (w * ce).sum() / w.sum().clamp_min(1e-6)
+    return boundary_mean(torch.nn.functional.cross_entropy(logits.float(), cls, reduction="none"), cls, k, classes)

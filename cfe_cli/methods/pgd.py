@@ -21,6 +21,7 @@ import torch.nn.functional as F
 
 from cfe_cli.engine import Context
 from cfe_cli.errors import InputError
+from cfe_cli.geometry import l2_unit, project_l2
 from cfe_cli.methods.base import OptimisationMethod, register
 
 
@@ -58,8 +59,7 @@ class PGD(OptimisationMethod):
     def step(self, v: torch.Tensor, grad: torch.Tensor, ctx: Context) -> torch.Tensor:
         if self.config.norm == "linf":
             return v - self.eta * grad.sign()
-        norm = grad.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, 1, 1, 1)
-        return v - self.eta * grad / norm
+        return v - self.eta * l2_unit(grad)
 
     def second_image(self, x: torch.Tensor, x_cf: torch.Tensor, ctx: Context) -> torch.Tensor:
         """The perturbation δ = x_cf − x, centred on grey and scaled to its ε."""
@@ -67,8 +67,5 @@ class PGD(OptimisationMethod):
 
     def project(self, v: torch.Tensor, ctx: Context) -> torch.Tensor:
         if self.config.norm == "linf":
-            v = v.clamp(-self.eps, self.eps)
-        else:
-            n = v.flatten(1).norm(dim=1).view(-1, 1, 1, 1)
-            v = v * (self.eps / n.clamp_min(1e-12)).clamp(max=1.0)
-        return (ctx.x + v).clamp(0, 1) - ctx.x
+            return (ctx.x + v.clamp(-self.eps, self.eps)).clamp(0, 1) - ctx.x
+        return project_l2(v, ctx.x, self.eps)

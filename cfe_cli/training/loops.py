@@ -16,6 +16,7 @@ import torch.nn.functional as F
 
 from cfe_cli.data import Dataset
 from cfe_cli.distributed import Dist
+from cfe_cli.geometry import l2_unit, project_l2
 from cfe_cli.models.classifiers import GAPClassifier, TrainResult
 from cfe_cli.training import ddp
 
@@ -120,11 +121,7 @@ def l2_pgd(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float,
         delta.requires_grad_(True)
         loss = F.cross_entropy(model(x + delta), y)
         (g,) = torch.autograd.grad(loss, delta)
-        g = g / g.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *([1] * (x.dim() - 1)))
-        delta = delta.detach() + eta * g
-        norm = delta.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *([1] * (x.dim() - 1)))
-        delta = delta * (eps / norm).clamp(max=1.0)
-        delta = (x + delta).clamp(0, 1) - x
+        delta = project_l2(delta.detach() + eta * l2_unit(g), x, eps)
     return (x + delta).detach()
 
 
